@@ -1,0 +1,52 @@
+"""Channel names: which namespace a channel belongs to and who it is limited to.
+
+``ns:room`` is in namespace ``ns``; a name without the boundary is in the default
+namespace. ``$`` marks a private channel (subscription token required). ``#`` starts
+the list of users allowed in a user-limited channel: ``dialog#42,43``, and ``#42`` is
+user 42's personal channel.
+"""
+
+from __future__ import annotations
+
+from livehub.protocol.codes import ERROR_BAD_REQUEST, ERROR_UNKNOWN_CHANNEL
+from livehub.settings import NamespaceOptions, Settings
+
+
+class ChannelRules:
+    def __init__(self, settings: Settings) -> None:
+        cfg = settings.channel
+        self._settings = settings
+        self._max_length = cfg.max_length
+        self.private_prefix = cfg.private_prefix
+        self._ns_boundary = cfg.namespace_boundary
+        self.user_boundary = cfg.user_boundary
+        self._user_separator = cfg.user_separator
+        self._cache: dict[str, NamespaceOptions] = {}
+
+    def options(self, channel: str) -> NamespaceOptions:
+        """The channel's namespace options; error 107 for a bad name, 102 for an unknown namespace."""
+        opts = self._cache.get(channel)
+        if opts is not None:
+            return opts
+        if not channel or len(channel) > self._max_length or not channel.isprintable() or " " in channel:
+            raise ERROR_BAD_REQUEST
+        name = channel.removeprefix(self.private_prefix)
+        ns = name.split(self._ns_boundary, 1)[0] if self._ns_boundary in name else ""
+        found = self._settings.namespace(ns)
+        if found is None:
+            raise ERROR_UNKNOWN_CHANNEL
+        if len(self._cache) < 65536:
+            self._cache[channel] = found
+        return found
+
+    def is_private(self, channel: str) -> bool:
+        return bool(self.private_prefix) and channel.startswith(self.private_prefix)
+
+    def allowed_users(self, channel: str) -> list[str] | None:
+        """Users of a user-limited channel (``chat#42,43``), or None if it is not one."""
+        if not self.user_boundary or self.user_boundary not in channel:
+            return None
+        return channel.rsplit(self.user_boundary, 1)[1].split(self._user_separator)
+
+    def personal_channel(self, user: str) -> str:
+        return f"{self.user_boundary}{user}"

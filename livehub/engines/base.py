@@ -1,0 +1,100 @@
+"""The engine contract: a Broker and a PresenceManager, as in the Go centrifuge library.
+
+Every engine (memory, Redis, NATS) implements these two protocols and passes the one
+contract suite in ``tests/engines``. What an engine promises:
+
+* ``publish`` appends to the channel's history stream and hands the publication to
+  every node subscribed to the channel, atomically per channel: offsets grow by exactly
+  one per publication with history, and subscribers see publications in offset order.
+* a stream has an ``epoch``; when its history is lost (expiry of the stream's metadata,
+  a restart of a store that keeps nothing) the epoch changes, so a client that asks to
+  recover from an old epoch is told it cannot, rather than silently given a gap.
+* delivery to nodes is at most once; recovery from history fills what pub/sub lost.
+* the ``BrokerEventHandler`` callbacks never block: the node only enqueues bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOptions:
+    """How one publication is stored. History is kept when size and TTL are both > 0."""
+
+    history_size: int = 0
+    history_ttl: float = 0.0
+    history_meta_ttl: float = 30 * 24 * 3600.0
+    info: ClientInfo | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str = ""
+    idempotent_result_ttl: float = 300.0
+    #: Ask the broker for the previous publication, so the node can send fossil deltas.
+    use_delta: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryOptions:
+    """``limit`` 0 asks only for the stream top, -1 for everything, N > 0 for at most N.
+
+    With ``since``, forward reads return offsets greater than ``since.offset`` and
+    reverse reads offsets smaller than it, newest first.
+    """
+
+    limit: int = 0
+    since: StreamPosition | None = None
+    reverse: bool = False
+    history_meta_ttl: float = 30 * 24 * 3600.0
+
+
+class BrokerEventHandler(Protocol):
+    """The node's side of the broker: called for everything a subscribed channel carries."""
+
+    def handle_publication(
+        self, channel: str, pub: Publication, sp: StreamPosition, prev: Publication | None
+    ) -> None: ...
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None: ...
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None: ...
+
+
+class Broker(Protocol):
+    async def start(self, handler: BrokerEventHandler) -> None:
+        """Connect and begin delivering events of subscribed channels to ``handler``."""
+
+    async def close(self) -> None: ...
+
+    async def subscribe(self, channel: str) -> None:
+        """Make this node receive the channel's events (idempotent)."""
+
+    async def unsubscribe(self, channel: str) -> None: ...
+
+    async def publish(self, channel: str, data: bytes, opts: PublishOptions) -> tuple[StreamPosition, bool]:
+        """Store and deliver; returns the new stream top and whether an earlier publish
+        with the same idempotency key made this one a no-op."""
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None: ...
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None: ...
+
+    async def history(self, channel: str, opts: HistoryOptions) -> tuple[list[Publication], StreamPosition]:
+        """Read the stream; a channel without a stream gets one (offset 0, new epoch)."""
+
+    async def remove_history(self, channel: str) -> None:
+        """Drop the publications but keep the stream top and epoch."""
+
+
+class PresenceManager(Protocol):
+    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None: ...
+
+    async def remove_presence(self, channel: str, client_id: str, user: str) -> None: ...
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]: ...
+
+    async def presence_stats(self, channel: str) -> PresenceStats: ...
+
+    async def close(self) -> None: ...

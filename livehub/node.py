@@ -1,0 +1,280 @@
+"""The node: the engine's owner and the local index of who is subscribed to what.
+
+A publication reaches the node once (from its broker) and is encoded once per form it
+is sent in — plain, or a fossil delta for subscribers that negotiated it — and the same
+string is queued to every local subscriber. Fan-out never awaits a subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from livehub import __version__
+from livehub.auth import TokenVerifier
+from livehub.channels import ChannelRules
+from livehub.engines import engine_from_url
+from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
+from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
+from livehub.protocol import fossil
+from livehub.protocol.codec import encode_publication, encode_push, info_dict
+from livehub.protocol.codes import DISCONNECT_SHUTDOWN, ERROR_NOT_AVAILABLE, Disconnect, Error
+from livehub.settings import NamespaceOptions, Settings
+
+if TYPE_CHECKING:
+    from livehub.session import Session, Subscription
+
+log = logging.getLogger("livehub.node")
+
+#: ``handler(session, data) -> result data`` for one RPC method; data is raw JSON bytes.
+RPCHandler = Callable[["Session", bytes | None], Awaitable[Any]]
+
+
+def _delta_frame(channel: str, prev: Publication, pub: Publication) -> str:
+    """The publication as a fossil delta against the previous one, or "" if that does not pay.
+
+    In JSON mode the SDKs read ``data`` as a string and UTF-8-encode it before applying
+    the delta, so a delta whose literal parts split a multi-byte character cannot be sent.
+    """
+    patch = fossil.create_delta(prev.data, pub.data)
+    if len(patch) >= len(pub.data):
+        return ""
+    try:
+        text = patch.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    return encode_publication(channel, pub, text, delta=True)
+
+
+class Node:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        broker: Broker | None = None,
+        presence: PresenceManager | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        if broker is None or presence is None:
+            default_broker, default_presence = engine_from_url(self.settings.engine.url)
+            broker = broker or default_broker
+            presence = presence or default_presence
+        self.broker: Broker = broker
+        self.presence_manager: PresenceManager = presence
+        self.rules = ChannelRules(self.settings)
+        token = self.settings.client.token
+        self.connect_verifier = TokenVerifier(token, token.audience, token.issuer)
+        sub_token = self.settings.client.subscription_token
+        self.subscribe_verifier = (
+            TokenVerifier(sub_token, token.audience, token.issuer)
+            if sub_token.enabled
+            else self.connect_verifier
+        )
+        self.id = str(uuid.uuid4())
+        self.version = __version__
+        self.started_at = time.time()
+        self.sessions: dict[str, Session] = {}
+        self.users: dict[str, set[Session]] = {}
+        self._hub: dict[str, dict[Session, Subscription]] = {}
+        self.rpc_handlers: dict[str, RPCHandler] = {}
+        self.deliveries = 0
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        await self.broker.start(self)
+
+    async def drain(self, grace: float = 5.0) -> None:
+        """Ask every client to reconnect (3001) and wait a little for the close frames to go."""
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.disconnect(DISCONNECT_SHUTDOWN)
+        if sessions:
+            await asyncio.wait(
+                [asyncio.ensure_future(s.outbox.wait_closed()) for s in sessions], timeout=grace
+            )
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.drain(grace)
+        await self.broker.close()
+        await self.presence_manager.close()
+
+    # -- sessions
+
+    def add_session(self, session: Session) -> None:
+        self.sessions[session.id] = session
+        self.users.setdefault(session.user, set()).add(session)
+
+    def remove_session(self, session: Session) -> None:
+        if self.sessions.pop(session.id, None) is None:
+            return
+        same_user = self.users.get(session.user)
+        if same_user is not None:
+            same_user.discard(session)
+            if not same_user:
+                del self.users[session.user]
+
+    def disconnect_user(self, user: str, disconnect: Disconnect) -> int:
+        sessions = list(self.users.get(user, ()))
+        for session in sessions:
+            session.disconnect(disconnect)
+        return len(sessions)
+
+    # -- local subscriptions
+
+    async def add_subscriber(self, channel: str, session: Session, sub: Subscription) -> None:
+        subs = self._hub.get(channel)
+        if subs is None:
+            subs = self._hub[channel] = {}
+            subs[session] = sub
+            await self.broker.subscribe(channel)
+        else:
+            subs[session] = sub
+
+    async def remove_subscriber(self, channel: str, session: Session) -> None:
+        subs = self._hub.get(channel)
+        if subs is None or subs.pop(session, None) is None:
+            return
+        if not subs:
+            del self._hub[channel]
+            await self.broker.unsubscribe(channel)
+
+    def channels(self) -> dict[str, int]:
+        """Channels with local subscribers, and how many."""
+        return {channel: len(subs) for channel, subs in self._hub.items()}
+
+    # -- BrokerEventHandler
+
+    def handle_publication(
+        self, channel: str, pub: Publication, sp: StreamPosition, prev: Publication | None
+    ) -> None:
+        subs = self._hub.get(channel)
+        if not subs:
+            return
+        plain = full_string = delta = None
+        for session, sub in list(subs.items()):
+            if sub.pending is not None:
+                sub.pending.append(pub)
+                continue
+            if pub.offset and sub.positioned and sub.offset and pub.offset != sub.offset + 1:
+                if pub.offset <= sub.offset:
+                    continue  # already delivered through recovery
+                session.lost_position(channel)
+                continue
+            if sub.delta:
+                if sub.delta_ready and prev is not None and prev.offset == sub.offset:
+                    if delta is None:
+                        delta = _delta_frame(channel, prev, pub)
+                    if delta:
+                        session.outbox.put(delta)
+                        sub.offset = pub.offset
+                        continue
+                if full_string is None:
+                    full_string = encode_publication(channel, pub, pub.data.decode())
+                session.outbox.put(full_string)
+                sub.delta_ready = True
+            else:
+                if plain is None:
+                    plain = encode_publication(channel, pub)
+                session.outbox.put(plain)
+            if pub.offset or not sub.positioned:
+                sub.offset = pub.offset
+            else:  # published without history: outside the stream, so no position, and not a delta base
+                sub.delta_ready = False
+        self.deliveries += len(subs)
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        self._push_join_leave(channel, "join", info)
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        self._push_join_leave(channel, "leave", info)
+
+    def _push_join_leave(self, channel: str, kind: str, info: ClientInfo) -> None:
+        subs = self._hub.get(channel)
+        if not subs:
+            return
+        message = encode_push(channel, kind, {"info": info_dict(info)})
+        for session, sub in subs.items():
+            if sub.join_leave:
+                session.outbox.put(message)
+
+    # -- operations shared by clients, the server API and the app
+
+    def options(self, channel: str) -> NamespaceOptions:
+        return self.rules.options(channel)
+
+    async def publish(
+        self,
+        channel: str,
+        data: bytes,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        idempotency_key: str = "",
+        skip_history: bool = False,
+    ) -> StreamPosition:
+        """Publish raw JSON ``data``; returns the stream position (0, "" without history)."""
+        opts = self.options(channel)
+        history = opts.history_enabled and not skip_history
+        sp, _ = await self.broker.publish(
+            channel,
+            data,
+            PublishOptions(
+                history_size=opts.history_size if history else 0,
+                history_ttl=opts.history_ttl if history else 0.0,
+                history_meta_ttl=opts.history_meta_ttl,
+                info=info,
+                tags=tags or {},
+                idempotency_key=idempotency_key,
+                use_delta=bool(opts.allowed_delta_types),
+            ),
+        )
+        return sp
+
+    async def publish_json(self, channel: str, value: Any, **kwargs: Any) -> StreamPosition:
+        return await self.publish(channel, orjson.dumps(value), **kwargs)
+
+    async def history(
+        self, channel: str, limit: int = 0, since: StreamPosition | None = None, reverse: bool = False
+    ) -> tuple[list[Publication], StreamPosition]:
+        opts = self.options(channel)
+        if not opts.history_enabled:
+            raise ERROR_NOT_AVAILABLE
+        return await self.broker.history(
+            channel, HistoryOptions(limit, since, reverse, history_meta_ttl=opts.history_meta_ttl)
+        )
+
+    async def stream_top(self, channel: str, opts: NamespaceOptions) -> StreamPosition:
+        _, sp = await self.broker.history(channel, HistoryOptions(0, history_meta_ttl=opts.history_meta_ttl))
+        return sp
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        if not self.options(channel).presence:
+            raise ERROR_NOT_AVAILABLE
+        return await self.presence_manager.presence(channel)
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        if not self.options(channel).presence:
+            raise ERROR_NOT_AVAILABLE
+        return await self.presence_manager.presence_stats(channel)
+
+    def rpc(self, method: str) -> Callable[[RPCHandler], RPCHandler]:
+        """Register an RPC handler: ``@node.rpc("name") async def f(session, data): ...``."""
+
+        def register(handler: RPCHandler) -> RPCHandler:
+            self.rpc_handlers[method] = handler
+            return handler
+
+        return register
+
+    async def call_rpc(self, session: Session, method: str, data: bytes | None) -> Any:
+        if not self.rpc_handlers:
+            raise ERROR_NOT_AVAILABLE
+        handler = self.rpc_handlers.get(method)
+        if handler is None:
+            raise Error(104, "method not found")
+        return await handler(session, data)

@@ -1,0 +1,275 @@
+"""Typed client commands, parsed from the JSON objects of protocol v2.
+
+Parsing is strict about types, lenient about absence: a missing field takes the zero
+value, as the Go server's protobuf/JSON decoding does; a field of the wrong type is a
+malformed command and disconnects with 3501, like Centrifuge's decode failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from livehub.models import StreamPosition
+from livehub.protocol.codes import DISCONNECT_BAD_REQUEST
+
+METHODS = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "ping",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+)
+
+
+def _str(params: dict[str, Any], key: str) -> str:
+    value = params.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DISCONNECT_BAD_REQUEST
+    return value
+
+
+def _int(params: dict[str, Any], key: str) -> int:
+    value = params.get(key)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise DISCONNECT_BAD_REQUEST
+    return value
+
+
+def _bool(params: dict[str, Any], key: str) -> bool:
+    value = params.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise DISCONNECT_BAD_REQUEST
+    return value
+
+
+def _raw(params: dict[str, Any], key: str) -> bytes | None:
+    """Re-encode an embedded JSON value compactly; the wire carries it as raw JSON."""
+    if key not in params or params[key] is None:
+        return None
+    try:
+        return orjson.dumps(params[key])
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper)
+        raise DISCONNECT_BAD_REQUEST from None
+
+
+def _dict(params: dict[str, Any], key: str) -> dict[str, Any]:
+    value = params.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise DISCONNECT_BAD_REQUEST
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """Where a client was in a channel's stream: ``connect.subs`` entries."""
+
+    recover: bool
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    token: str = ""
+    data: bytes | None = None
+    name: str = ""
+    version: str = ""
+    subs: dict[str, Recovery] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, p: dict[str, Any]) -> ConnectRequest:
+        subs = {}
+        for channel, sub in _dict(p, "subs").items():
+            if not isinstance(sub, dict):
+                raise DISCONNECT_BAD_REQUEST
+            subs[channel] = Recovery(_bool(sub, "recover"), _int(sub, "offset"), _str(sub, "epoch"))
+        return cls(_str(p, "token"), _raw(p, "data"), _str(p, "name"), _str(p, "version"), subs)
+
+
+#: Subscribe ``flag`` bit asking the server to fail with 112 rather than lose position.
+FLAG_REJECT_UNRECOVERED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequest:
+    channel: str
+    token: str = ""
+    data: bytes | None = None
+    recover: bool = False
+    offset: int = 0
+    epoch: str = ""
+    positioned: bool = False
+    recoverable: bool = False
+    join_leave: bool = False
+    delta: str = ""
+    flag: int = 0
+
+    @classmethod
+    def parse(cls, p: dict[str, Any]) -> SubscribeRequest:
+        return cls(
+            channel=_str(p, "channel"),
+            token=_str(p, "token"),
+            data=_raw(p, "data"),
+            recover=_bool(p, "recover"),
+            offset=_int(p, "offset"),
+            epoch=_str(p, "epoch"),
+            positioned=_bool(p, "positioned"),
+            recoverable=_bool(p, "recoverable"),
+            join_leave=_bool(p, "join_leave"),
+            delta=_str(p, "delta"),
+            flag=_int(p, "flag"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRequest:
+    """unsubscribe, presence and presence_stats carry only a channel."""
+
+    channel: str
+
+    @classmethod
+    def parse(cls, p: dict[str, Any]) -> ChannelRequest:
+        return cls(_str(p, "channel"))
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    channel: str
+    data: bytes
+
+    @classmethod
+    def parse(cls, p: dict[str, Any]) -> PublishRequest:
+        return cls(_str(p, "channel"), _raw(p, "data") or b"null")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    channel: str
+    limit: int = 0
+    since: StreamPosition | None = None
+    reverse: bool = False
+
+    @classmethod
+    def parse(cls, p: dict[str, Any]) -> HistoryRequest:
+        since = None
+        if p.get("since") is not None:
+            s = _dict(p, "since")
+            since = StreamPosition(_int(s, "offset"), _str(s, "epoch"))
+        return cls(_str(p, "channel"), _int(p, "limit"), since, _bool(p, "reverse"))
+
+
+@dataclass(frozen=True, slots=True)
+class RPCRequest:
+    method: str
+    data: bytes | None
+
+    @classmethod
+    def parse(cls, p: dict[str, Any]) -> RPCRequest:
+        return cls(_str(p, "method"), _raw(p, "data"))
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    data: bytes | None
+
+    @classmethod
+    def parse(cls, p: dict[str, Any]) -> SendRequest:
+        return cls(_raw(p, "data"))
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRequest:
+    token: str
+
+    @classmethod
+    def parse(cls, p: dict[str, Any]) -> RefreshRequest:
+        return cls(_str(p, "token"))
+
+
+@dataclass(frozen=True, slots=True)
+class SubRefreshRequest:
+    channel: str
+    token: str
+
+    @classmethod
+    def parse(cls, p: dict[str, Any]) -> SubRefreshRequest:
+        return cls(_str(p, "channel"), _str(p, "token"))
+
+
+Request = (
+    ConnectRequest
+    | SubscribeRequest
+    | ChannelRequest
+    | PublishRequest
+    | HistoryRequest
+    | RPCRequest
+    | SendRequest
+    | RefreshRequest
+    | SubRefreshRequest
+    | None
+)
+
+_PARSERS: dict[str, Any] = {
+    "connect": ConnectRequest.parse,
+    "subscribe": SubscribeRequest.parse,
+    "unsubscribe": ChannelRequest.parse,
+    "publish": PublishRequest.parse,
+    "presence": ChannelRequest.parse,
+    "presence_stats": ChannelRequest.parse,
+    "history": HistoryRequest.parse,
+    "ping": lambda p: None,
+    "send": SendRequest.parse,
+    "rpc": RPCRequest.parse,
+    "refresh": RefreshRequest.parse,
+    "sub_refresh": SubRefreshRequest.parse,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One client command. ``method == ""`` is a pong (the empty object ``{}``)."""
+
+    id: int
+    method: str
+    request: Request = None
+
+
+PONG = Command(0, "")
+
+
+def parse_command(obj: object) -> Command:
+    """Turn one decoded JSON value into a Command, or raise a 3501 Disconnect."""
+    if not isinstance(obj, dict):
+        raise DISCONNECT_BAD_REQUEST
+    if not obj:
+        return PONG
+    cid = _int(obj, "id")
+    if cid < 0 or cid > 0xFFFFFFFF:
+        raise DISCONNECT_BAD_REQUEST
+    for method in METHODS:
+        params = obj.get(method)
+        if params is not None:
+            if not isinstance(params, dict):
+                raise DISCONNECT_BAD_REQUEST
+            if cid == 0 and method != "send":
+                raise DISCONNECT_BAD_REQUEST
+            return Command(cid, method, _PARSERS[method](params))
+    raise DISCONNECT_BAD_REQUEST

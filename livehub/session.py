@@ -1,0 +1,531 @@
+"""One client connection: its identity, subscriptions, timers and command handling.
+
+The session owns its socket through an :class:`Outbox`, so nothing else ever writes to
+the socket directly, and the order of replies and pushes on the wire is the order in
+which they were queued. Commands of one connection are handled one at a time, in order.
+Protocol errors become error replies or close codes; they never escape as exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from livehub.auth import InvalidToken, SubscribeToken, TokenExpired
+from livehub.engines.base import HistoryOptions
+from livehub.models import ClientInfo, StreamPosition
+from livehub.node import Node
+from livehub.outbox import Outbox, Transport
+from livehub.protocol import codes
+from livehub.protocol.codec import PING, decode_frame, encode_error, encode_push, encode_reply, info_dict
+from livehub.protocol.codec import publication_dict as pub_dict
+from livehub.protocol.codes import Disconnect, Error
+from livehub.protocol.commands import (
+    FLAG_REJECT_UNRECOVERED,
+    ChannelRequest,
+    Command,
+    ConnectRequest,
+    HistoryRequest,
+    PublishRequest,
+    Recovery,
+    RefreshRequest,
+    RPCRequest,
+    SendRequest,
+    SubRefreshRequest,
+    SubscribeRequest,
+)
+from livehub.settings import NamespaceOptions
+from livehub.subscribe import SubscribeParams, subscribe
+
+log = logging.getLogger("livehub.session")
+
+#: Commands answered by a ``_cmd_<name>`` method once connected.
+_HANDLED = frozenset(
+    {"unsubscribe", "publish", "presence", "presence_stats", "history", "rpc", "refresh", "sub_refresh"}
+)
+
+
+class Subscription:
+    """This connection's state in one channel, read by the node's fan-out loop."""
+
+    __slots__ = (
+        "channel",
+        "offset",
+        "positioned",
+        "join_leave",
+        "delta",
+        "delta_ready",
+        "pending",
+        "info",
+        "expiry",
+    )
+
+    def __init__(self, channel: str, info: bytes | None, join_leave: bool, delta: bool) -> None:
+        self.channel = channel
+        self.offset = 0
+        self.positioned = False
+        self.join_leave = join_leave
+        self.delta = delta
+        self.delta_ready = False
+        #: Publications that arrive while the subscribe reply is being built (None otherwise).
+        self.pending: list[Any] | None = []
+        self.info = info
+        self.expiry: asyncio.TimerHandle | None = None
+
+
+class Session:
+    def __init__(self, node: Node, transport: Transport) -> None:
+        cfg = node.settings.client
+        self.node = node
+        self.cfg = cfg
+        self.id = str(uuid.uuid4())
+        self.user = ""
+        self.conn_info: bytes | None = None
+        self.name = ""
+        self.subs: dict[str, Subscription] = {}
+        self.outbox = Outbox(transport, cfg.queue_max_size, cfg.write_batch_size)
+        self.connected = False
+        self.closed = False
+        self._connect_failed = False
+        self._expires_at = 0
+        self._loop = asyncio.get_running_loop()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        self.outbox.start()
+        self._timer("stale", self.cfg.stale_close_delay, self._on_stale)
+
+    def _timer(self, name: str, delay: float, callback: Any) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        if delay > 0 and not self.closed:
+            self._timers[name] = self._loop.call_later(delay, callback)
+
+    def disconnect(self, disconnect: Disconnect) -> None:
+        """Close after what is already queued has gone out (a slow client gets nothing more)."""
+        self.outbox.close(disconnect)
+
+    @property
+    def closing(self) -> bool:
+        return self.outbox.close_with is not None
+
+    async def cleanup(self) -> None:
+        """The connection is over: leave every channel and forget the session. Runs once."""
+        if self.closed:
+            return
+        self.closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for channel in list(self.subs):
+            await self._unsubscribe(channel)
+        self.node.remove_session(self)
+
+    def info(self, sub: Subscription | None = None) -> ClientInfo:
+        return ClientInfo(self.user, self.id, self.conn_info, sub.info if sub is not None else None)
+
+    # -- timers
+
+    def _on_stale(self) -> None:
+        if not self.connected:
+            self.disconnect(codes.DISCONNECT_STALE)
+
+    def _on_ping(self) -> None:
+        self.outbox.put(PING)
+        self._timer("pong", self.cfg.pong_timeout, self._on_no_pong)
+        self._timer("ping", self.cfg.ping_interval, self._on_ping)
+
+    def _on_no_pong(self) -> None:
+        self.disconnect(codes.DISCONNECT_NO_PONG)
+
+    def _on_expired(self) -> None:
+        if self._expires_at and self._expires_at <= time.time():
+            self.disconnect(codes.DISCONNECT_EXPIRED)
+
+    def _set_expiry(self, expires_at: int) -> dict[str, Any]:
+        self._expires_at = expires_at
+        if not expires_at:
+            self._timer("expire", 0, None)
+            return {}
+        ttl = max(0, expires_at - int(time.time()))
+        self._timer("expire", ttl + self.cfg.expired_close_delay, self._on_expired)
+        return {"expires": True, "ttl": ttl}
+
+    def lost_position(self, channel: str) -> None:
+        """A gap in the channel's offsets: make the client resubscribe and recover."""
+        sub = self.subs.get(channel)
+        if sub is not None:
+            self._loop.create_task(self._unsubscribe_push(channel, codes.UNSUBSCRIBE_INSUFFICIENT_STATE))
+
+    # -- commands
+
+    async def handle_frame(self, frame: str) -> None:
+        """Handle every command of one incoming frame, in order."""
+        try:
+            commands = decode_frame(frame)
+        except Disconnect as exc:
+            log.info("client %s sent a malformed frame: closing with %d", self.id, exc.code)
+            self.disconnect(exc)
+            return
+        for command in commands:
+            if self.closing:
+                return
+            await self.handle_command(command)
+
+    async def handle_command(self, command: Command) -> None:
+        try:
+            await self._dispatch(command)
+        except Disconnect as exc:
+            log.info("client %s: %s -> disconnect %d %s", self.id, command.method, exc.code, exc.reason)
+            self.disconnect(exc)
+        except Error as exc:
+            if command.method == "connect":
+                self._connect_failed = True
+            self.outbox.put(encode_error(command.id, exc))
+        except Exception:
+            log.exception("client %s: %s failed", self.id, command.method)
+            self.outbox.put(encode_error(command.id, codes.ERROR_INTERNAL))
+
+    async def _dispatch(self, command: Command) -> None:
+        method, request = command.method, command.request
+        if not method:  # pong
+            self._timer("pong", 0, None)
+            return
+        if self._connect_failed:
+            raise codes.DISCONNECT_BAD_REQUEST
+        if not self.connected:
+            if not isinstance(request, ConnectRequest):
+                raise codes.DISCONNECT_BAD_REQUEST
+            result = await self._connect(request)
+            self.outbox.put(encode_reply(command.id, "connect", result))
+            await self._after_connect()
+            return
+        if isinstance(request, ConnectRequest):
+            raise codes.DISCONNECT_BAD_REQUEST
+        if isinstance(request, SubscribeRequest):
+            result, joined = await self._subscribe_client(request)
+            self.outbox.put(encode_reply(command.id, method, result))
+            self._release(request.channel)
+            if joined:
+                await self.node.broker.publish_join(
+                    request.channel, self.info(self.subs.get(request.channel))
+                )
+            return
+        if isinstance(request, SendRequest):
+            return  # no message handler: fire-and-forget data is dropped, as Centrifugo does
+        if method not in _HANDLED:  # "ping" exists in the schema; Centrifuge answers 108
+            raise codes.ERROR_NOT_AVAILABLE
+        handler: Callable[[Any], Awaitable[dict[str, Any]]] = getattr(self, "_cmd_" + method)
+        result = await handler(request)
+        self.outbox.put(encode_reply(command.id, method, result))
+
+    # -- connect
+
+    async def _connect(self, req: ConnectRequest) -> dict[str, Any]:
+        node, cfg = self.node, self.cfg
+        expires_at = 0
+        channels: list[str] = []
+        if req.token:
+            if not node.connect_verifier.enabled:
+                raise codes.DISCONNECT_INVALID_TOKEN
+            try:
+                token = node.connect_verifier.connect_token(req.token)
+            except TokenExpired:
+                raise codes.ERROR_TOKEN_EXPIRED from None
+            except InvalidToken as exc:
+                log.info("invalid connection token: %s", exc)
+                raise codes.DISCONNECT_INVALID_TOKEN from None
+            if token.exp and token.exp <= time.time():
+                raise codes.ERROR_TOKEN_EXPIRED
+            self.user, self.conn_info, expires_at, channels = (
+                token.user,
+                token.info,
+                token.exp,
+                token.channels,
+            )
+        elif not (cfg.insecure or cfg.allow_anonymous_connect_without_token):
+            raise codes.DISCONNECT_BAD_REQUEST
+        limit = cfg.user_connection_limit
+        if limit and self.user and len(node.users.get(self.user, ())) >= limit:
+            raise codes.DISCONNECT_CONNECTION_LIMIT
+        self.name = req.name
+        self.connected = True
+        self._timer("stale", 0, None)
+        node.add_session(self)
+        result: dict[str, Any] = {"client": self.id, "version": node.version}
+        if cfg.ping_interval > 0:
+            result["ping"] = max(1, round(cfg.ping_interval))
+            result["pong"] = True
+        result.update(self._set_expiry(expires_at))
+        if self.user and cfg.subscribe_to_user_personal_channel.enabled:
+            channels = [node.rules.personal_channel(self.user), *channels]
+        subs: dict[str, Any] = {}
+        self._joins: list[str] = []
+        for channel in dict.fromkeys(channels):
+            opts = node.rules.options(channel)
+            recovery = req.subs.get(channel, Recovery(False, 0, ""))
+            params = SubscribeParams(
+                recover=recovery.recover, offset=recovery.offset, epoch=recovery.epoch, join_leave=True
+            )
+            subs[channel] = await self._subscribe(channel, opts, params)
+            if opts.join_leave:
+                self._joins.append(channel)
+        if subs:
+            result["subs"] = subs
+        return result
+
+    async def _after_connect(self) -> None:
+        for channel in list(self.subs):
+            self._release(channel)
+        if self.cfg.ping_interval > 0:
+            self._timer("ping", self.cfg.ping_interval, self._on_ping)
+        for channel in self._joins:
+            await self.node.broker.publish_join(channel, self.info(self.subs.get(channel)))
+        self._joins = []
+
+    # -- subscribe
+
+    async def _subscribe_client(self, req: SubscribeRequest) -> tuple[dict[str, Any], bool]:
+        node, channel = self.node, req.channel
+        if not channel:
+            raise codes.ERROR_BAD_REQUEST
+        opts = node.rules.options(channel)
+        if channel in self.subs:
+            raise codes.ERROR_ALREADY_SUBSCRIBED
+        if len(self.subs) >= self.cfg.channel_limit:
+            raise codes.ERROR_LIMIT_EXCEEDED
+        params = SubscribeParams(
+            recover=req.recover,
+            offset=req.offset,
+            epoch=req.epoch,
+            positioned=req.positioned,
+            recoverable=req.recoverable,
+            join_leave=req.join_leave,
+            delta=req.delta,
+            reject_unrecovered=bool(req.flag & FLAG_REJECT_UNRECOVERED),
+        )
+        if req.token:
+            token = self._subscribe_token(channel, req.token, invalid=codes.ERROR_PERMISSION_DENIED)
+            if token.exp and token.exp <= time.time():
+                raise codes.ERROR_TOKEN_EXPIRED
+            params.info, params.data, params.expires_at = token.info, token.data, token.exp
+        elif not self._may_subscribe(channel, opts):
+            raise codes.ERROR_PERMISSION_DENIED
+        result = await self._subscribe(channel, opts, params)
+        return result, opts.join_leave
+
+    def _may_subscribe(self, channel: str, opts: NamespaceOptions) -> bool:
+        rules = self.node.rules
+        if rules.is_private(channel):
+            return False
+        if self.cfg.insecure:
+            return True
+        users = rules.allowed_users(channel)
+        if users is not None and opts.allow_user_limited_channels:
+            return self.user in users
+        return opts.allow_subscribe_for_client and (bool(self.user) or opts.allow_subscribe_for_anonymous)
+
+    async def _subscribe(
+        self, channel: str, opts: NamespaceOptions, params: SubscribeParams
+    ) -> dict[str, Any]:
+        delta = params.delta == "fossil" and "fossil" in opts.allowed_delta_types
+        sub = Subscription(channel, params.info, opts.force_push_join_leave or params.join_leave, delta)
+        self.subs[channel] = sub
+        try:
+            await self.node.add_subscriber(channel, self, sub)
+            result = await subscribe(
+                self.node, channel, opts, params, sub, self._may_read_history(channel, opts)
+            )
+        except BaseException:
+            self.subs.pop(channel, None)
+            await self.node.remove_subscriber(channel, self)
+            raise
+        result.update(self._set_sub_expiry(sub, params.expires_at))
+        if opts.presence:
+            await self.node.presence_manager.add_presence(channel, self.id, self.info(sub))
+        return result
+
+    def _release(self, channel: str) -> None:
+        """The subscribe reply is queued: deliver what arrived meanwhile, then go live."""
+        sub = self.subs.get(channel)
+        if sub is None or sub.pending is None:
+            return
+        pending, sub.pending = sub.pending, None
+        for pub in pending:
+            if pub.offset and pub.offset <= sub.offset:
+                continue
+            if sub.delta:  # a delta subscriber takes data as a JSON string, as the node sends it
+                self.outbox.put(encode_push(channel, "pub", pub_dict(pub, pub.data.decode())))
+                sub.delta_ready = True
+            else:
+                self.outbox.put(encode_push(channel, "pub", pub_dict(pub)))
+            if pub.offset or not sub.positioned:
+                sub.offset = pub.offset
+            else:
+                sub.delta_ready = False
+
+    def _expire_subscription(self, channel: str) -> None:
+        self._loop.create_task(self._unsubscribe_push(channel, codes.UNSUBSCRIBE_EXPIRED))
+
+    async def _unsubscribe_push(self, channel: str, reason: codes.Unsubscribe) -> None:
+        if channel in self.subs and not self.closed:
+            await self._unsubscribe(channel)
+            self.outbox.put(
+                encode_push(channel, "unsubscribe", {"code": reason.code, "reason": reason.reason})
+            )
+
+    async def _unsubscribe(self, channel: str) -> None:
+        sub = self.subs.pop(channel, None)
+        if sub is None:
+            return
+        if sub.expiry is not None:
+            sub.expiry.cancel()
+        node = self.node
+        await node.remove_subscriber(channel, self)
+        opts = node.rules.options(channel)
+        if opts.presence:
+            await node.presence_manager.remove_presence(channel, self.id, self.user)
+        if opts.join_leave:
+            await node.broker.publish_leave(channel, self.info(sub))
+
+    # -- the other commands
+
+    def _allowed(self, channel: str, for_client: bool, for_subscriber: bool, for_anonymous: bool) -> bool:
+        if self.cfg.insecure:
+            return True
+        if for_subscriber and channel in self.subs:
+            return True
+        return for_client and (bool(self.user) or for_anonymous)
+
+    def _may_read_history(self, channel: str, opts: NamespaceOptions) -> bool:
+        return self._allowed(
+            channel,
+            opts.allow_history_for_client,
+            opts.allow_history_for_subscriber,
+            opts.allow_history_for_anonymous,
+        )
+
+    async def _cmd_unsubscribe(self, req: ChannelRequest) -> dict[str, Any]:
+        await self._unsubscribe(req.channel)
+        return {}
+
+    async def _cmd_publish(self, req: PublishRequest) -> dict[str, Any]:
+        if not req.channel:
+            raise codes.ERROR_BAD_REQUEST
+        opts = self.node.rules.options(req.channel)
+        if not self._allowed(
+            req.channel,
+            opts.allow_publish_for_client,
+            opts.allow_publish_for_subscriber,
+            opts.allow_publish_for_anonymous,
+        ):
+            raise codes.ERROR_PERMISSION_DENIED
+        await self.node.publish(req.channel, req.data, info=self.info(self.subs.get(req.channel)))
+        return {}
+
+    def _check_presence(self, channel: str) -> None:
+        opts = self.node.rules.options(channel)
+        if not opts.presence:
+            raise codes.ERROR_NOT_AVAILABLE
+        if not self._allowed(
+            channel,
+            opts.allow_presence_for_client,
+            opts.allow_presence_for_subscriber,
+            opts.allow_presence_for_anonymous,
+        ):
+            raise codes.ERROR_PERMISSION_DENIED
+
+    async def _cmd_presence(self, req: ChannelRequest) -> dict[str, Any]:
+        self._check_presence(req.channel)
+        clients = await self.node.presence_manager.presence(req.channel)
+        return {"presence": {cid: info_dict(info) for cid, info in clients.items()}}
+
+    async def _cmd_presence_stats(self, req: ChannelRequest) -> dict[str, Any]:
+        self._check_presence(req.channel)
+        stats = await self.node.presence_manager.presence_stats(req.channel)
+        return {"num_clients": stats.num_clients, "num_users": stats.num_users}
+
+    async def _cmd_history(self, req: HistoryRequest) -> dict[str, Any]:
+        opts = self.node.rules.options(req.channel)
+        if not opts.history_enabled:
+            raise codes.ERROR_NOT_AVAILABLE
+        if not self._may_read_history(req.channel, opts):
+            raise codes.ERROR_PERMISSION_DENIED
+        if req.reverse and req.since is not None and req.since.offset == 0:
+            raise codes.ERROR_BAD_REQUEST
+        max_limit = self.cfg.history_max_publication_limit
+        limit = max_limit if req.limit < 0 or req.limit > max_limit else req.limit
+        pubs, sp = await self.node.broker.history(
+            req.channel, HistoryOptions(limit, req.since, req.reverse, opts.history_meta_ttl)
+        )
+        if req.since is not None and req.since.epoch and req.since.epoch != sp.epoch:
+            raise codes.ERROR_UNRECOVERABLE_POSITION
+        return {"publications": [pub_dict(p) for p in pubs], "epoch": sp.epoch, "offset": sp.offset}
+
+    async def _cmd_rpc(self, req: RPCRequest) -> dict[str, Any]:
+        result = await self.node.call_rpc(self, req.method, req.data)
+        if result is None:
+            return {}
+        data = result if isinstance(result, bytes) else orjson.dumps(result)
+        return {"data": orjson.Fragment(data)}
+
+    async def _cmd_refresh(self, req: RefreshRequest) -> dict[str, Any]:
+        if not req.token:
+            raise codes.DISCONNECT_BAD_REQUEST
+        try:
+            token = self.node.connect_verifier.connect_token(req.token)
+        except TokenExpired:
+            raise codes.DISCONNECT_EXPIRED from None
+        except InvalidToken:
+            raise codes.DISCONNECT_INVALID_TOKEN from None
+        if token.user != self.user:
+            raise codes.DISCONNECT_INVALID_TOKEN
+        if token.info is not None:
+            self.conn_info = token.info
+        return self._set_expiry(token.exp)
+
+    async def _cmd_sub_refresh(self, req: SubRefreshRequest) -> dict[str, Any]:
+        sub = self.subs.get(req.channel)
+        if sub is None:
+            raise codes.ERROR_PERMISSION_DENIED
+        if not req.token:
+            raise codes.ERROR_BAD_REQUEST
+        token = self._subscribe_token(req.channel, req.token, invalid=codes.DISCONNECT_INVALID_TOKEN)
+        return self._set_sub_expiry(sub, token.exp)
+
+    def _subscribe_token(self, channel: str, token: str, invalid: Error | Disconnect) -> SubscribeToken:
+        """Verify a subscription token for this connection; a token for someone else closes it."""
+        try:
+            claims = self.node.subscribe_verifier.subscribe_token(token)
+        except TokenExpired:
+            raise codes.ERROR_TOKEN_EXPIRED from None
+        except InvalidToken as exc:
+            log.info("invalid subscription token: %s", exc)
+            raise invalid from None
+        if claims.channel != channel or claims.user != self.user or claims.client not in ("", self.id):
+            raise codes.DISCONNECT_INVALID_TOKEN
+        return claims
+
+    def _set_sub_expiry(self, sub: Subscription, expires_at: int) -> dict[str, Any]:
+        """Unsubscribe (2501, the SDK resubscribes with a new token) if not refreshed in time."""
+        if sub.expiry is not None:
+            sub.expiry.cancel()
+            sub.expiry = None
+        if not expires_at:
+            return {}
+        ttl = max(0, expires_at - int(time.time()))
+        delay = ttl + self.cfg.expired_close_delay
+        sub.expiry = self._loop.call_later(delay, self._expire_subscription, sub.channel)
+        return {"expires": True, "ttl": ttl}
+
+
+__all__ = ["Session", "StreamPosition", "Subscription"]

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Provision the official SDKs that tests/peers runs against livehub.
+#
+#  * centrifuge-python 0.7.0: its PyPI sdist (the only package that ships its tests),
+#    unpacked under .cache/peers/ with a venv of its own. The unpacked copy's
+#    tests/test_client.py is patched at run time to skip the protobuf subtests
+#    (livehub speaks JSON only for now). Downloaded code stays in .cache/, never committed.
+#  * centrifuge-js: `npm ci` in tests/peers/node (centrifuge@5.8.0 + ws, from package-lock.json).
+#
+# Idempotent: every step is skipped when its result is already there.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+CACHE="$ROOT/.cache/peers"
+PY_SERVER="${PY_SERVER:-$ROOT/.venv/bin/python}"
+CP_VERSION="0.7.0"
+CP_SRC="$CACHE/centrifuge-python-$CP_VERSION"
+CP_VENV="$CACHE/centrifuge-python-venv"
+CP_REQS=("websockets>=15,<18" "protobuf>=5.29.6,<8")
+NODE_DIR="$ROOT/tests/peers/node"
+
+log() { printf 'provision_peers: %s\n' "$*"; }
+die() { printf 'provision_peers: error: %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$CACHE"
+[ -x "$PY_SERVER" ] || PY_SERVER="$(command -v python3 || true)"
+[ -n "$PY_SERVER" ] || die "no python found (run 'make install' first)"
+
+# --- centrifuge-python sdist ------------------------------------------------------------------
+if [ ! -f "$CP_SRC/tests/test_client.py" ]; then
+    log "downloading the centrifuge-python==$CP_VERSION sdist"
+    dl="$(mktemp -d "$CACHE/dl.XXXXXX")"
+    trap 'rm -rf "$dl"' EXIT
+    "$PY_SERVER" -m pip download -q --no-deps --no-binary :all: -d "$dl" "centrifuge-python==$CP_VERSION"
+    archive="$(ls "$dl"/centrifuge_python-"$CP_VERSION".tar.gz "$dl"/centrifuge-python-"$CP_VERSION".tar.gz 2>/dev/null | head -n1 || true)"
+    [ -n "$archive" ] || die "pip download produced no centrifuge-python $CP_VERSION sdist in $dl"
+    tar -xzf "$archive" -C "$dl"
+    unpacked="$(find "$dl" -mindepth 1 -maxdepth 1 -type d | head -n1)"
+    [ -f "$unpacked/tests/test_client.py" ] || die "the sdist has no tests/test_client.py"
+    rm -rf "$CP_SRC"
+    mv "$unpacked" "$CP_SRC"
+    rm -rf "$dl"
+    trap - EXIT
+fi
+
+# JSON-only server: run only the JSON subtests (a runtime edit of the downloaded copy).
+if grep -q 'for use_protobuf in (False, True)' "$CP_SRC/tests/test_client.py"; then
+    log "patching $CP_SRC/tests/test_client.py: protobuf subtests off"
+    sed -i 's/for use_protobuf in (False, True)/for use_protobuf in (False,)/' "$CP_SRC/tests/test_client.py"
+fi
+
+CP_STAMP="$CP_VENV/.livehub-installed"
+CP_WANT="${CP_REQS[*]}"
+if [ ! -x "$CP_VENV/bin/python" ] || [ "$(cat "$CP_STAMP" 2>/dev/null)" != "$CP_WANT" ]; then
+    log "creating the centrifuge-python test venv in $CP_VENV"
+    rm -rf "$CP_VENV"
+    "$PY_SERVER" -m venv "$CP_VENV"
+    "$CP_VENV/bin/python" -m pip install -q --disable-pip-version-check "${CP_REQS[@]}"
+    printf '%s' "$CP_WANT" >"$CP_STAMP"
+fi
+
+# --- centrifuge-js (npm) ----------------------------------------------------------------------
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "node/npm missing: installing Debian's nodejs and npm"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q >/dev/null && apt-get install -y -q nodejs npm >/dev/null \
+            || die "apt-get install nodejs npm failed"
+    fi
+fi
+command -v node >/dev/null 2>&1 \
+    || die "node is not installed; tests/peers needs Node.js >= 18 with npm (Debian: apt-get install -y nodejs npm)"
+command -v npm >/dev/null 2>&1 \
+    || die "npm is not installed (Debian: apt-get install -y npm)"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 18 ] || die "node $(node --version) is too old: tests/peers needs Node.js >= 18 (node --test)"
+
+NODE_STAMP="$NODE_DIR/node_modules/.livehub-lock"
+if [ ! -d "$NODE_DIR/node_modules/centrifuge" ] || ! cmp -s "$NODE_DIR/package-lock.json" "$NODE_STAMP"; then
+    log "npm ci in tests/peers/node"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$NODE_DIR/package-lock.json" "$NODE_STAMP"
+fi
+
+log "ready (centrifuge-python $CP_VERSION in $CP_SRC, centrifuge-js in tests/peers/node/node_modules)"

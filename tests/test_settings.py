@@ -1,0 +1,113 @@
+"""Configuration: Centrifugo key names, durations, environment overrides, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from livehub.settings import ConfigError, load_settings, parse_duration
+from tests.servers import ROOT
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_centrifugo_json_config_is_read(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "config.json",
+        '{"client": {"token": {"hmac_secret_key": "s"}, "insecure": true,'
+        ' "subscribe_to_user_personal_channel": {"enabled": true}},'
+        ' "channel": {"without_namespace": {"presence": true, "history_size": 10, "history_ttl": "5m"},'
+        ' "namespaces": [{"name": "chat", "join_leave": true}]},'
+        ' "http_api": {"key": "k"}, "log": {"level": "debug"}}',
+    )
+    s = load_settings(path)
+    assert s.client.token.hmac_secret_key == "s"
+    assert s.client.insecure is True
+    assert s.client.subscribe_to_user_personal_channel.enabled is True
+    assert s.channel.without_namespace.history_ttl == 300.0
+    assert s.channel.without_namespace.history_enabled
+    assert s.namespace("chat") is not None and s.namespace("chat").join_leave  # type: ignore[union-attr]
+    assert s.namespace("nope") is None
+    assert s.http_api.key == "k"
+    assert s.unknown_keys() == ["log"]
+
+
+def test_toml_and_yaml(tmp_path: Path) -> None:
+    toml = write(tmp_path, "c.toml", '[client]\ninsecure = true\nping_interval = "10s"\n')
+    yaml = write(tmp_path, "c.yaml", "client:\n  insecure: true\n  ping_interval: 1m30s\n")
+    assert load_settings(toml).client.ping_interval == 10.0
+    assert load_settings(yaml).client.ping_interval == 90.0
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "c.json", '{"client": {"insecure": false, "channel_limit": 5}}')
+    monkeypatch.setenv("LIVEHUB_CLIENT__INSECURE", "true")
+    s = load_settings(path)
+    assert s.client.insecure is True
+    assert s.client.channel_limit == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "duration"), [("25s", 25.0), ("1h30m", 5400.0), ("500ms", 0.5), ("7", 7.0), (3, 3)]
+)
+def test_durations(text: object, duration: float) -> None:
+    assert parse_duration(text) == duration
+
+
+def test_bad_value_names_the_key(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "c.json", '{"channel": {"namespaces": [{"name": "chat", "history_size": "lots"}]}}'
+    )
+    with pytest.raises(ConfigError, match=r"channel\.namespaces\.0\.history_size"):
+        load_settings(path)
+
+
+def test_bad_duration_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.json", '{"client": {"ping_interval": "soon"}}')
+    with pytest.raises(ConfigError, match=r"client\.ping_interval"):
+        load_settings(path)
+
+
+def test_unparsable_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.json", "{not json")
+    with pytest.raises(ConfigError, match="not valid json"):
+        load_settings(path)
+
+
+def test_serve_with_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.json", '{"client": {"channel_limit": -1}}')
+    proc = subprocess.run(
+        [sys.executable, "-m", "livehub", "serve", "--config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "client.channel_limit" in proc.stderr
+
+
+def test_serve_with_unknown_engine_exits_2() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "livehub", "serve", "--engine", "carrier-pigeon://x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "engine" in proc.stderr
+
+
+def test_pong_timeout_must_be_shorter_than_ping_interval(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.json", '{"client": {"ping_interval": "5s", "pong_timeout": "5s"}}')
+    with pytest.raises(ConfigError, match=r"client: .*pong_timeout must be shorter"):
+        load_settings(path)
