@@ -7,16 +7,13 @@ they show the raw FastAPI WebSocket API that livehub builds on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
 from livehub import __version__
-from livehub.node import Node
+from livehub.http_api import api_router
+from livehub.hub import Hub
 from livehub.settings import Settings
-from livehub.transport import websocket_handler
 
 
 def add_seed_endpoints(app: FastAPI) -> None:
@@ -64,20 +61,14 @@ code{background:#eef1f6;padding:.1rem .3rem;border-radius:4px}</style></head>
 </ul></body></html>"""
 
 
-def create_app(settings: Settings | None = None, node: Node | None = None) -> FastAPI:
-    node = node or Node(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await node.start()
-        try:
-            yield
-        finally:
-            await node.stop()
-
-    app = FastAPI(title="livehub", version=__version__, lifespan=lifespan)
-    app.state.node = node
-    app.add_api_websocket_route(node.settings.websocket.handler_prefix, websocket_handler(node))
+def create_app(settings: Settings | None = None, hub: Hub | None = None) -> FastAPI:
+    """The standalone app: the hub's router (client endpoint, AsyncAPI), seed examples, home page."""
+    hub = hub or Hub(settings)
+    app = FastAPI(title="livehub", version=__version__)
+    app.state.hub = hub
+    app.state.node = hub.node
+    app.include_router(hub.router)
+    app.include_router(api_router(hub.node))
     add_seed_endpoints(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -43,3 +43,14 @@ class StreamPosition:
 class PresenceStats:
     num_clients: int
     num_users: int
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Who a connection is, as decided by the app (``Hub.on_connect``) instead of a JWT."""
+
+    user: str
+    info: bytes | None = None
+    channels: tuple[str, ...] = ()
+    expire_at: int = 0
+    data: bytes | None = None

@@ -34,6 +34,12 @@ log = logging.getLogger("livehub.node")
 
 #: ``handler(session, data) -> result data`` for one RPC method; data is raw JSON bytes.
 RPCHandler = Callable[["Session", bytes | None], Awaitable[Any]]
+APIRPCHandler = Callable[[bytes | None], Awaitable[Any]]
+#: ``hook(session, channel, data) -> True/False``, or None when no app rule covers the channel.
+SubscribeHook = Callable[["Session", str, bytes | None], Awaitable[bool | None]]
+#: ``hook(session, channel, data) -> data to publish``, or None when no app rule covers it.
+PublishHook = Callable[["Session", str, bytes], Awaitable[bytes | None]]
+DisconnectHook = Callable[["Session"], Awaitable[None]]
 
 
 def _delta_frame(channel: str, prev: Publication, pub: Publication) -> str:
@@ -82,6 +88,17 @@ class Node:
         self.users: dict[str, set[Session]] = {}
         self._hub: dict[str, dict[Session, Subscription]] = {}
         self.rpc_handlers: dict[str, RPCHandler] = {}
+        #: Server API RPC methods (``POST /api/rpc``): ``handler(params) -> result``, no client
+        #: involved, kept apart from client RPC as Centrifugo keeps its API extensions apart.
+        self.api_rpc_handlers: dict[str, APIRPCHandler] = {}
+        #: Checks (and may normalise) data published to a channel, from clients and the server
+        #: alike; set by ``livehub.Hub`` for typed channels. Raises Error for bad data.
+        self.data_validator: Callable[[str, bytes], bytes] | None = None
+        #: App callbacks (set by ``livehub.Hub``); a hook answering None leaves the decision
+        #: to the configuration, so apps only decide for the channels they care about.
+        self.subscribe_hook: SubscribeHook | None = None
+        self.publish_hook: PublishHook | None = None
+        self.disconnect_hook: DisconnectHook | None = None
         self.deliveries = 0
 
     # -- lifecycle
@@ -219,6 +236,8 @@ class Node:
     ) -> StreamPosition:
         """Publish raw JSON ``data``; returns the stream position (0, "" without history)."""
         opts = self.options(channel)
+        if self.data_validator is not None:
+            data = self.data_validator(channel, data)
         history = opts.history_enabled and not skip_history
         sp, _ = await self.broker.publish(
             channel,
@@ -278,3 +297,221 @@ class Node:
         if handler is None:
             raise Error(104, "method not found")
         return await handler(session, data)
+
+    # -- server API operations (used by the HTTP API)
+    #
+    # Connections are picked as Centrifuge's hub does: every connection of ``user`` ("" is
+    # the anonymous ones), narrowed by ``client`` id; ``session`` ids exist only for
+    # unidirectional transports, so over WebSocket a non-empty ``session`` matches nothing.
+    # ``all_users`` with an empty user picks every connection on this node.
+
+    def select_sessions(
+        self, user: str, client: str = "", session: str = "", all_users: bool = False
+    ) -> list[Session]:
+        if session:
+            return []
+        if client:
+            found = self.sessions.get(client)
+            matches = found is not None and (found.user == user or (all_users and not user))
+            return [found] if found is not None and matches else []
+        if all_users and not user:
+            return list(self.sessions.values())
+        return list(self.users.get(user, ()))
+
+    async def server_subscribe(
+        self,
+        user: str,
+        channel: str,
+        *,
+        client: str = "",
+        session: str = "",
+        all_users: bool = False,
+        info: bytes | None = None,
+        data: bytes | None = None,
+        expire_at: int = 0,
+        recover_since: StreamPosition | None = None,
+        push_join_leave: bool | None = None,
+        force_recovery: bool | None = None,
+        force_positioning: bool | None = None,
+    ) -> None:
+        """Subscribe the user's connections server-side; each gets a ``subscribe`` push.
+
+        Connections already in the channel are left as they are. The override flags replace
+        the namespace's ``force_push_join_leave``, ``force_recovery``, ``force_positioning``.
+        """
+        opts = self.options(channel)
+        overrides = {
+            "force_push_join_leave": push_join_leave,
+            "force_recovery": force_recovery,
+            "force_positioning": force_positioning,
+        }
+        update = {name: value for name, value in overrides.items() if value is not None}
+        if update:
+            opts = opts.model_copy(update=update)
+        targets = self.select_sessions(user, client, session, all_users)
+        await asyncio.gather(
+            *(
+                s.server_subscribe(
+                    channel, opts, info=info, data=data, expire_at=expire_at, recover_since=recover_since
+                )
+                for s in targets
+            )
+        )
+
+    async def server_unsubscribe(
+        self, user: str, channel: str, client: str = "", session: str = "", all_users: bool = False
+    ) -> None:
+        """Unsubscribe the user's connections (``unsubscribe`` push, code 2000); "" is every channel."""
+        if channel:
+            self.options(channel)
+        for s in self.select_sessions(user, client, session, all_users):
+            for name in [channel] if channel else list(s.subs):
+                await s.server_unsubscribe(name)
+
+    def server_disconnect(
+        self,
+        user: str,
+        disconnect: Disconnect | None = None,
+        client: str = "",
+        session: str = "",
+        whitelist: list[str] | None = None,
+        all_users: bool = False,
+    ) -> int:
+        """Close the user's connections (but those in ``whitelist``); returns how many.
+
+        The default is 3503 "force disconnect": the SDKs do not reconnect.
+        """
+        from livehub.protocol.codes import DISCONNECT_FORCE_NO_RECONNECT
+
+        disconnect = disconnect or DISCONNECT_FORCE_NO_RECONNECT
+        keep = set(whitelist or ())
+        targets = [s for s in self.select_sessions(user, client, session, all_users) if s.id not in keep]
+        for s in targets:
+            s.disconnect(disconnect)
+        return len(targets)
+
+    def server_refresh(
+        self,
+        user: str,
+        client: str = "",
+        session: str = "",
+        expired: bool = False,
+        expire_at: int = 0,
+        info: bytes | None = None,
+        all_users: bool = False,
+    ) -> None:
+        """Extend (``expire_at``), end (``expired``) or lift (neither) the connections' expiry."""
+        for s in self.select_sessions(user, client, session, all_users):
+            s.server_refresh(expired=expired, expire_at=expire_at, info=info)
+
+    async def server_history(
+        self, channel: str, limit: int = 0, since: StreamPosition | None = None, reverse: bool = False
+    ) -> tuple[list[Publication], StreamPosition]:
+        """History as the server API reads it: no publication cap, a stale ``since.epoch`` is 112."""
+        from livehub.protocol.codes import ERROR_BAD_REQUEST, ERROR_UNRECOVERABLE_POSITION
+
+        if reverse and since is not None and since.offset == 0:
+            self.options(channel)
+            raise ERROR_BAD_REQUEST
+        pubs, sp = await self.history(channel, limit, since, reverse)
+        if since is not None and since.epoch and since.epoch != sp.epoch:
+            raise ERROR_UNRECOVERABLE_POSITION
+        return pubs, sp
+
+    async def remove_history(self, channel: str) -> None:
+        if not self.options(channel).history_enabled:
+            raise ERROR_NOT_AVAILABLE
+        await self.broker.remove_history(channel)
+
+    def channels_matching(self, pattern: str = "") -> dict[str, int]:
+        """Channels with subscribers on this node and how many, filtered by a glob pattern.
+
+        The pattern syntax is Centrifugo's (gobwas/glob): ``*``, ``?``, ``[a-z]``, ``[!a]``,
+        ``{a,b}`` and ``\\`` to escape; ``*`` also matches ``:`` and ``#``.
+        """
+        channels = self.channels()
+        if not pattern:
+            return channels
+        matches = self._glob(pattern)
+        return {name: n for name, n in channels.items() if matches(name)}
+
+    @staticmethod
+    def _glob(pattern: str) -> Callable[[str], bool]:
+        import re
+
+        out: list[str] = []
+        depth = 0
+        i = 0
+        while i < len(pattern):
+            c = pattern[i]
+            if c == "\\" and i + 1 < len(pattern):
+                i += 1
+                out.append(re.escape(pattern[i]))
+            elif c == "*":
+                out.append(".*")
+            elif c == "?":
+                out.append(".")
+            elif c == "[" and "]" in pattern[i + 2 :]:
+                end = pattern.index("]", i + 2)
+                body = pattern[i + 1 : end]
+                negate = body.startswith("!")
+                body = body[1:] if negate else body
+                out.append(
+                    "[" + ("^" if negate else "") + body.replace("\\", "\\\\").replace("[", "\\[") + "]"
+                )
+                i = end
+            elif c == "{":
+                depth += 1
+                out.append("(?:")
+            elif c == "}" and depth:
+                depth -= 1
+                out.append(")")
+            elif c == "," and depth:
+                out.append("|")
+            else:
+                out.append(re.escape(c))
+            i += 1
+        regex = re.compile(re.escape(pattern) if depth else "".join(out), re.DOTALL)  # unclosed "{": literal
+        return lambda name: regex.fullmatch(name) is not None
+
+    def node_info(self) -> dict[str, Any]:
+        """This node as the server API's ``info`` lists it (Centrifugo field names)."""
+        import socket
+
+        channels = self.channels()
+        out: dict[str, Any] = {
+            "uid": self.id,
+            "name": socket.gethostname(),
+            "version": self.version,
+            "num_clients": len(self.sessions),
+            "num_users": len(self.users),
+            "num_subs": sum(channels.values()),
+            "num_channels": len(channels),
+        }
+        uptime = int(time.time() - self.started_at)
+        if uptime:
+            out["uptime"] = uptime
+        return out
+
+    def api_rpc(self, method: str) -> Callable[[APIRPCHandler], APIRPCHandler]:
+        """Register a server API RPC method: ``@node.api_rpc("name") async def f(params): ...``.
+
+        ``params`` is raw JSON bytes (None if absent); the result is JSON-serialisable, raw
+        JSON bytes, or None. Raise :class:`Error` to answer with an error.
+        """
+
+        def register(handler: APIRPCHandler) -> APIRPCHandler:
+            self.api_rpc_handlers[method] = handler
+            return handler
+
+        return register
+
+    async def call_api_rpc(self, method: str, params: bytes | None) -> Any:
+        """108 if no API RPC method is registered at all, 104 for an unknown one."""
+        handlers = self.api_rpc_handlers
+        if not handlers:
+            raise ERROR_NOT_AVAILABLE
+        handler = handlers.get(method)
+        if handler is None:
+            raise Error(104, "not found")
+        return await handler(params)

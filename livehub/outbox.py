@@ -1,17 +1,22 @@
-"""The outgoing side of one connection: a queue bounded in bytes, drained by one writer.
+"""The outgoing side of one connection: a queue bounded in bytes, flushed once per loop turn.
 
-Fan-out only appends already-encoded messages here and never waits. The writer packs
-what piled up into one frame (newline-separated, as the protocol allows), so a busy
-connection costs one send per batch rather than one per message. A connection whose
-queue grows past its byte limit is not waited for: it is closed with 3008 (slow).
+Fan-out only appends already-encoded messages here and never waits. Once per event-loop
+turn, every connection that got messages is flushed: what piled up is packed into one
+frame (newline-separated, as the protocol allows) and handed to the transport. A send
+that completes without waiting — the usual case, the socket being writable — costs no
+task and no context switch; only a connection whose socket pushes back gets a task,
+which keeps draining it until it catches up. A connection whose queue grows past its
+byte limit is not waited for: it is closed with 3008 (slow).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import deque
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from livehub.protocol.codec import join_frame
 from livehub.protocol.codes import DISCONNECT_SLOW, Disconnect
@@ -27,6 +32,16 @@ class Transport(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
+#: Outboxes waiting for this loop turn's flush, per event loop.
+_due: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Outbox]] = weakref.WeakKeyDictionary()
+
+
+def _flush_due(loop: asyncio.AbstractEventLoop) -> None:
+    due = _due.pop(loop, [])
+    for outbox in due:
+        outbox.flush()
+
+
 class Outbox:
     __slots__ = (
         "_transport",
@@ -34,8 +49,10 @@ class Outbox:
         "_size",
         "_max_size",
         "_batch",
-        "_wake",
+        "_due",
         "_task",
+        "_finished",
+        "_closing",
         "close_with",
         "peak",
     )
@@ -46,14 +63,14 @@ class Outbox:
         self._size = 0
         self._max_size = max_size
         self._batch = batch
-        self._wake = asyncio.Event()
+        self._due = False
+        #: Only while the socket pushes back: the task draining this connection.
         self._task: asyncio.Task[None] | None = None
-        #: Set once the connection is to be closed; the writer sends it after flushing.
+        self._finished = asyncio.Event()
+        self._closing = False
+        #: Set once the connection is to be closed; the close frame goes after the queue.
         self.close_with: Disconnect | None = None
         self.peak = 0
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._write())
 
     def put(self, message: str) -> None:
         """Queue one message; never waits. Overflow closes the connection as slow."""
@@ -67,61 +84,130 @@ class Outbox:
             return
         if self._size > self.peak:
             self.peak = self._size
-        self._wake.set()
+        if not self._due and self._task is None:
+            self._schedule()
 
     def close(self, disconnect: Disconnect) -> None:
         """Flush what is queued (unless the client is too slow for that), then close."""
-        if self.close_with is not None:
+        if self.close_with is not None or self._finished.is_set():
             return
         self.close_with = disconnect
         if disconnect is DISCONNECT_SLOW:
             self._queue.clear()
             self._size = 0
-            if self._task is not None and not self._task.done():
-                # The writer may be stuck in a send the peer never takes: abandon it and close now.
+            if self._task is not None:
+                # The writer may be stuck in a send the peer never takes: abandon it, close now.
                 self._task.cancel()
-                self._task = asyncio.get_running_loop().create_task(self._close_now(disconnect))
-                return
-        self._wake.set()
+                self._task = None
+        if not self._due and self._task is None:
+            self._schedule()
 
     @property
     def size(self) -> int:
         return self._size
 
     async def wait_closed(self) -> None:
-        """Wait until the writer has finished (closed the socket, failed, or was aborted)."""
-        if self._task is not None and not self._task.done():
-            await asyncio.wait([self._task])
+        """Wait until the close frame went out, the socket failed, or the peer went away."""
+        await self._finished.wait()
 
     def abort(self) -> None:
         """The peer is gone: stop writing."""
+        self._queue.clear()
+        self._size = 0
         if self._task is not None:
             self._task.cancel()
+            self._task = None
+        self._finished.set()
 
-    async def _close_now(self, disconnect: Disconnect) -> None:
-        try:
-            await self._transport.close(disconnect.code, disconnect.reason)
-        except Exception as exc:
-            log.debug("close failed: %r", exc)
+    def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = _due.get(loop)
+        if due is None:
+            due = _due[loop] = []
+            loop.call_soon(_flush_due, loop)
+        due.append(self)
+        self._due = True
 
-    async def _write(self) -> None:
+    def _next_write(self) -> Coroutine[Any, Any, None] | None:
+        """The next send (a batch of queued messages), the close, or None when done for now."""
         queue = self._queue
+        if queue:
+            n = min(len(queue), self._batch)
+            batch = [queue.popleft() for _ in range(n)]
+            for message in batch:
+                self._size -= len(message)
+            return self._transport.send(join_frame(batch))
+        if self.close_with is not None and not self._closing:
+            self._closing = True
+            return self._transport.close(self.close_with.code, self.close_with.reason)
+        return None
+
+    def flush(self) -> None:
+        """Write what is queued now, synchronously while the transport does not push back."""
+        self._due = False
+        if self._task is not None or self._finished.is_set():
+            return
+        while (write := self._next_write()) is not None:
+            try:
+                waiting = write.send(None)
+            except StopIteration:
+                continue
+            except Exception as exc:
+                self._failed(exc)
+                return
+            self._task = asyncio.get_running_loop().create_task(self._drain(write, waiting))
+            return
+        if self._closing:
+            self._finished.set()
+
+    async def _drain(self, write: Coroutine[Any, Any, None], waiting: Any) -> None:
+        """Finish a send that had to wait, then keep writing until the queue is empty."""
+        current: Coroutine[Any, Any, None] | None = write
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while queue:
-                    n = min(len(queue), self._batch)
-                    batch = [queue.popleft() for _ in range(n)]
-                    for message in batch:
-                        self._size -= len(message)
-                    await self._transport.send(join_frame(batch))
-                if self.close_with is not None:
-                    await self._transport.close(self.close_with.code, self.close_with.reason)
-                    return
+            await _resume(write, waiting)
+            while (current := self._next_write()) is not None:
+                await current
+            if self._closing:
+                self._finished.set()
+        except asyncio.CancelledError:
+            if current is not None:
+                current.close()
+            raise
+        except Exception as exc:
+            self._failed(exc)
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    def _failed(self, exc: Exception) -> None:
+        """The socket broke under us: nothing more can be said to the peer."""
+        log.debug("write failed: %r", exc)
+        self._queue.clear()
+        self._size = 0
+        if self.close_with is None:
+            self.close_with = Disconnect(3009, "write error")
+        self._finished.set()
+
+
+async def _resume(write: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Drive a coroutine that was started by hand and is waiting on ``waiting``."""
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                # What a Task does with a yielded future before it waits on it.
+                waiting._asyncio_future_blocking = False
+                await waiting
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the socket broke under us: nothing left to say to the peer
-            log.debug("write failed: %r", exc)
-            if self.close_with is None:
-                self.close_with = Disconnect(3009, "write error")
+        except Exception as exc:
+            try:
+                waiting = write.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting = write.send(None)
+        except StopIteration:
+            return

@@ -19,7 +19,7 @@ import orjson
 
 from livehub.auth import InvalidToken, SubscribeToken, TokenExpired
 from livehub.engines.base import HistoryOptions
-from livehub.models import ClientInfo, StreamPosition
+from livehub.models import ClientInfo, Credentials, StreamPosition
 from livehub.node import Node
 from livehub.outbox import Outbox, Transport
 from livehub.protocol import codes
@@ -80,7 +80,9 @@ class Subscription:
 
 
 class Session:
-    def __init__(self, node: Node, transport: Transport) -> None:
+    def __init__(
+        self, node: Node, transport: Transport, credentials: Credentials | Error | Disconnect | None = None
+    ) -> None:
         cfg = node.settings.client
         self.node = node
         self.cfg = cfg
@@ -96,11 +98,12 @@ class Session:
         self._expires_at = 0
         self._loop = asyncio.get_running_loop()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: From the app's connect hook, resolved at the HTTP upgrade; a JWT in ``connect`` wins.
+        self.credentials = credentials
 
     # -- lifecycle
 
     def start(self) -> None:
-        self.outbox.start()
         self._timer("stale", self.cfg.stale_close_delay, self._on_stale)
 
     def _timer(self, name: str, delay: float, callback: Any) -> None:
@@ -129,6 +132,12 @@ class Session:
         for channel in list(self.subs):
             await self._unsubscribe(channel)
         self.node.remove_session(self)
+        hook = self.node.disconnect_hook
+        if hook is not None and self.connected:
+            try:
+                await hook(self)
+            except Exception:
+                log.exception("disconnect hook failed for client %s", self.id)
 
     def info(self, sub: Subscription | None = None) -> ClientInfo:
         return ClientInfo(self.user, self.id, self.conn_info, sub.info if sub is not None else None)
@@ -252,6 +261,12 @@ class Session:
                 token.exp,
                 token.channels,
             )
+        elif isinstance(self.credentials, Error | Disconnect):
+            raise self.credentials
+        elif self.credentials is not None:
+            creds = self.credentials
+            self.user, self.conn_info, expires_at = creds.user, creds.info, creds.expire_at
+            channels = list(creds.channels)
         elif not (cfg.insecure or cfg.allow_anonymous_connect_without_token):
             raise codes.DISCONNECT_BAD_REQUEST
         limit = cfg.user_connection_limit
@@ -318,8 +333,11 @@ class Session:
             if token.exp and token.exp <= time.time():
                 raise codes.ERROR_TOKEN_EXPIRED
             params.info, params.data, params.expires_at = token.info, token.data, token.exp
-        elif not self._may_subscribe(channel, opts):
-            raise codes.ERROR_PERMISSION_DENIED
+        else:
+            hook = node.subscribe_hook
+            allowed = await hook(self, channel, req.data) if hook is not None else None
+            if not (allowed or (allowed is None and self._may_subscribe(channel, opts))):
+                raise codes.ERROR_PERMISSION_DENIED
         result = await self._subscribe(channel, opts, params)
         return result, opts.join_leave
 
@@ -422,14 +440,18 @@ class Session:
         if not req.channel:
             raise codes.ERROR_BAD_REQUEST
         opts = self.node.rules.options(req.channel)
-        if not self._allowed(
-            req.channel,
-            opts.allow_publish_for_client,
-            opts.allow_publish_for_subscriber,
-            opts.allow_publish_for_anonymous,
-        ):
-            raise codes.ERROR_PERMISSION_DENIED
-        await self.node.publish(req.channel, req.data, info=self.info(self.subs.get(req.channel)))
+        hook = self.node.publish_hook
+        data = await hook(self, req.channel, req.data) if hook is not None else None
+        if data is None:
+            if not self._allowed(
+                req.channel,
+                opts.allow_publish_for_client,
+                opts.allow_publish_for_subscriber,
+                opts.allow_publish_for_anonymous,
+            ):
+                raise codes.ERROR_PERMISSION_DENIED
+            data = req.data
+        await self.node.publish(req.channel, data, info=self.info(self.subs.get(req.channel)))
         return {}
 
     def _check_presence(self, channel: str) -> None:
@@ -526,6 +548,60 @@ class Session:
         delay = ttl + self.cfg.expired_close_delay
         sub.expiry = self._loop.call_later(delay, self._expire_subscription, sub.channel)
         return {"expires": True, "ttl": ttl}
+
+    # -- server-side control (used by the server API)
+
+    async def server_subscribe(
+        self,
+        channel: str,
+        opts: NamespaceOptions,
+        *,
+        info: bytes | None = None,
+        data: bytes | None = None,
+        expire_at: int = 0,
+        recover_since: StreamPosition | None = None,
+    ) -> None:
+        """Subscribe this connection server-side and tell it with a ``subscribe`` push.
+
+        A connection already in the channel is left alone; one at its channel limit is
+        closed with 3505, as Centrifuge does.
+        """
+        if self.closed or not self.connected or channel in self.subs:
+            return
+        if len(self.subs) >= self.cfg.channel_limit:
+            self.disconnect(codes.DISCONNECT_CHANNEL_LIMIT)
+            return
+        params = SubscribeParams(info=info, data=data, expires_at=expire_at)
+        if recover_since is not None:
+            params.recover, params.offset, params.epoch = True, recover_since.offset, recover_since.epoch
+        result = await self._subscribe(channel, opts, params)
+        if self.closed:  # the connection ended meanwhile: undo what its cleanup may have missed
+            self.subs.pop(channel, None)
+            await self.node.remove_subscriber(channel, self)
+            if opts.presence:
+                await self.node.presence_manager.remove_presence(channel, self.id, self.user)
+            return
+        fields = ("recoverable", "positioned", "epoch", "offset", "data")
+        push: dict[str, Any] = {k: result[k] for k in fields if k in result}
+        self.outbox.put(encode_push(channel, "subscribe", push))
+        for pub in result.get("publications", ()):
+            self.outbox.put(encode_push(channel, "pub", pub))
+        self._release(channel)
+        if opts.join_leave:
+            await self.node.broker.publish_join(channel, self.info(self.subs.get(channel)))
+
+    async def server_unsubscribe(self, channel: str) -> None:
+        """Leave a channel and tell the client: ``unsubscribe`` push, code 2000."""
+        await self._unsubscribe_push(channel, codes.UNSUBSCRIBE_SERVER)
+
+    def server_refresh(self, expired: bool = False, expire_at: int = 0, info: bytes | None = None) -> None:
+        """Set when the connection expires (0: never) with a ``refresh`` push, or end it now (3005)."""
+        if expired or 0 < expire_at <= time.time():
+            self.disconnect(codes.DISCONNECT_EXPIRED)
+            return
+        if info is not None:
+            self.conn_info = info
+        self.outbox.put(encode_push("", "refresh", self._set_expiry(expire_at)))
 
 
 __all__ = ["Session", "StreamPosition", "Subscription"]

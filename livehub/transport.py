@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket
 
+from livehub.models import Credentials
 from livehub.node import Node
-from livehub.protocol.codes import CLOSE_MESSAGE_TOO_BIG, DISCONNECT_INAPPROPRIATE_PROTOCOL, Disconnect
+from livehub.protocol.codes import CLOSE_MESSAGE_TOO_BIG, DISCONNECT_INAPPROPRIATE_PROTOCOL, Disconnect, Error
 from livehub.session import Session
 
 log = logging.getLogger("livehub.transport")
@@ -44,18 +45,23 @@ def origin_allowed(websocket: WebSocket, patterns: list[str]) -> bool:
     return urlsplit(origin).netloc.lower() == websocket.headers.get("host", "").lower()
 
 
-def websocket_handler(node: Node) -> Callable[[WebSocket], Awaitable[None]]:
+Handler = Callable[[WebSocket, Credentials | Error | Disconnect | None], Awaitable[None]]
+
+
+def websocket_handler(node: Node) -> Handler:
     settings = node.settings
     size_limit = settings.websocket.message_size_limit
 
-    async def handle(websocket: WebSocket) -> None:
+    async def handle(
+        websocket: WebSocket, credentials: Credentials | Error | Disconnect | None = None
+    ) -> None:
         if not origin_allowed(websocket, settings.client.allowed_origins):
             log.info("rejected connection from origin %r", websocket.headers.get("origin"))
             await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
             return
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol="centrifuge-json" if "centrifuge-json" in offered else None)
-        session = Session(node, WebSocketTransport(websocket))
+        session = Session(node, WebSocketTransport(websocket), credentials)
         session.start()
         receive = websocket.receive
         try:

@@ -21,6 +21,14 @@ from typing import Protocol
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
 
+class EngineUnavailable(Exception):
+    """The engine's store or bus cannot be reached (or did not answer in time).
+
+    Networked engines raise it instead of hanging or leaking their client library's
+    exceptions, so the node can answer the client with an internal error and move on.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class PublishOptions:
     """How one publication is stored. History is kept when size and TTL are both > 0."""
