@@ -136,12 +136,6 @@ class Node:
             if not same_user:
                 del self.users[session.user]
 
-    def disconnect_user(self, user: str, disconnect: Disconnect) -> int:
-        sessions = list(self.users.get(user, ()))
-        for session in sessions:
-            session.disconnect(disconnect)
-        return len(sessions)
-
     # -- local subscriptions
 
     async def add_subscriber(self, channel: str, session: Session, sub: Subscription) -> None:

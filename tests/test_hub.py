@@ -175,3 +175,16 @@ async def test_typed_channel_applies_to_the_http_api_too() -> None:
             )
             assert ok.json() == {"result": {}}
         assert (await viewer.next_publication("prices:ACME"))["data"] == {"price": 1.5}
+
+
+async def test_server_side_subscribe_and_unsubscribe_of_a_user() -> None:
+    async with HubTestClient(app) as client:
+        erin = await client.connect(headers={"X-User": "erin"})
+        await hub.subscribe("erin", "chat:updates", data={"welcome": True})
+        push = await erin.next_push("subscribe", "chat:updates")
+        assert push["subscribe"]["data"] == {"welcome": True}
+        await hub.publish("chat:updates", {"text": "server-side"})
+        assert (await erin.next_publication("chat:updates"))["data"]["text"] == "server-side"
+        await hub.unsubscribe("erin", "chat:updates")
+        push = await erin.next_push("unsubscribe", "chat:updates")
+        assert push["unsubscribe"]["code"] == 2000
