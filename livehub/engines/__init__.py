@@ -1,20 +1,44 @@
-"""Engines chosen by URL: ``memory://`` (the default, one process)."""
+"""Engines chosen by URL: ``memory://`` (the default, one process), ``redis://`` /
+``rediss://`` (several URLs = shards) and ``nats://`` (NATS with JetStream)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from livehub.engines.base import Broker, PresenceManager
+from livehub.engines.base import Broker, EngineUnavailable, PresenceManager
 from livehub.engines.memory import MemoryBroker, MemoryPresenceManager
+from livehub.engines.options import split_urls
 
-__all__ = ["Broker", "MemoryBroker", "MemoryPresenceManager", "PresenceManager", "engine_from_url"]
+__all__ = [
+    "Broker",
+    "EngineUnavailable",
+    "MemoryBroker",
+    "MemoryPresenceManager",
+    "PresenceManager",
+    "engine_from_url",
+]
 
-SUPPORTED = ("memory://",)
+SUPPORTED = ("memory://", "redis://", "rediss://", "nats://")
 
 
-def engine_from_url(url: str) -> tuple[Broker, PresenceManager]:
-    """Build the broker and presence manager an engine URL names; ValueError if unknown."""
-    scheme = urlsplit(url).scheme
-    if scheme == "memory":
+def engine_from_url(url: str | Sequence[str]) -> tuple[Broker, PresenceManager]:
+    """Build the broker and presence manager an engine URL names; ValueError if unknown.
+
+    ``url`` is one URL, a comma-separated list or a sequence of URLs of one scheme
+    (several Redis URLs are shards; several NATS URLs are servers of one cluster).
+    Nothing connects here: the broker connects in ``start()``.
+    """
+    urls = split_urls(url)
+    schemes = {urlsplit(u).scheme for u in urls}
+    if schemes <= {"redis", "rediss"}:
+        from livehub.engines.redis import from_url as redis_engine
+
+        return redis_engine(urls)
+    if schemes == {"nats"}:
+        from livehub.engines.nats import from_url as nats_engine
+
+        return nats_engine(urls)
+    if schemes == {"memory"} and len(urls) == 1:
         return MemoryBroker(), MemoryPresenceManager()
     raise ValueError(f"unsupported engine URL {url!r}: expected one of {', '.join(SUPPORTED)}")

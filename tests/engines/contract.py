@@ -14,15 +14,22 @@ a real (short, bounded) sleep for those that do not.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
-ENGINES = ["memory"]
+ENGINES = ["memory", "redis", "redis-shards", "redis-cluster", "nats"]
+
+#: The real services the networked engines are tested against (``scripts/services.sh``).
+REDIS_URL = os.environ.get("LIVEHUB_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+NATS_URL = os.environ.get("LIVEHUB_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 #: How long to wait for an event the engine must deliver.
 DELIVERY_TIMEOUT = 2.0
@@ -87,6 +94,8 @@ class Engine:
     presence: PresenceManager
     handler: Recorder
     clock: FakeClock | None = None
+    #: Removes what the engine left in a shared store (keys, streams) after the test.
+    cleanup: Callable[[], Awaitable[None]] | None = None
 
     async def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass for the engine's TTLs."""
@@ -96,18 +105,78 @@ class Engine:
             await asyncio.sleep(seconds)
 
     async def close(self) -> None:
-        await self.broker.close()
-        await self.presence.close()
+        try:
+            await self.broker.close()
+            await self.presence.close()
+        finally:
+            if self.cleanup is not None:
+                await self.cleanup()
 
 
-async def make_engine(name: str) -> Engine:
-    """Build and start a fresh engine; every test gets its own."""
+def require_service(url: str, what: str) -> None:
+    """Fail (never skip) with a clear message when a service the tests need is down."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 0
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+    except OSError as exc:
+        raise AssertionError(
+            f"{what} is not reachable at {host}:{port} ({exc}); start it with `bash scripts/services.sh`"
+        ) from None
+
+
+def unique_prefix() -> str:
+    """A key / subject prefix of one test, so concurrent runs on one server never collide."""
+    return "lhtest" + secrets.token_hex(5)
+
+
+def redis_urls(name: str, prefix: str) -> list[str]:
+    """``redis``: one URL (DB 0); ``redis-shards``: two shards, DBs 1 and 2 of the same server."""
+    dbs = ["1", "2"] if name == "redis-shards" else ["0"]
+    return [f"{REDIS_URL}/{db}?prefix={prefix}" for db in dbs]
+
+
+async def delete_redis_keys(urls: list[str], prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    for url in urls:
+        client = aioredis.Redis.from_url(url.split("?")[0])
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+
+async def make_engine(name: str, cluster_url: str = "") -> Engine:
+    """Build and start a fresh engine; every test gets its own. ``redis-cluster`` needs
+    the URL of the cluster the ``redis_cluster`` fixture (conftest.py) started."""
     recorder = Recorder()
     if name == "memory":
         from livehub.engines.memory import MemoryBroker, MemoryPresenceManager
 
         clock = FakeClock()
         engine = Engine(name, MemoryBroker(clock=clock), MemoryPresenceManager(), recorder, clock)
+    elif name in ("redis", "redis-shards"):
+        from livehub.engines.redis import from_url as redis_engine
+
+        require_service(REDIS_URL, "Redis")
+        prefix = unique_prefix()
+        urls = redis_urls(name, prefix)
+        engine = Engine(name, *redis_engine(urls), recorder, cleanup=lambda: delete_redis_keys(urls, prefix))
+    elif name == "redis-cluster":
+        from livehub.engines.redis import from_url as redis_engine
+
+        engine = Engine(name, *redis_engine(f"{cluster_url}?cluster=1&prefix={unique_prefix()}"), recorder)
+    elif name == "nats":
+        from livehub.engines.nats import delete_streams
+        from livehub.engines.nats import from_url as nats_engine
+
+        require_service(NATS_URL, "NATS")
+        prefix = unique_prefix()
+        url = f"{NATS_URL}?prefix={prefix}&storage=memory"
+        engine = Engine(name, *nats_engine(url), recorder, cleanup=lambda: delete_streams(url))
     else:
         raise ValueError(f"unknown engine {name!r}")
     await engine.broker.start(recorder)
@@ -133,7 +202,11 @@ async def settle(engine: Engine, subscribed_channel: str) -> None:
     it and would have been delivered has been delivered by then."""
     before = len(engine.handler.pubs(subscribed_channel))
     await engine.broker.publish(subscribed_channel, b'"marker"', NO_HISTORY)
-    await engine.handler.wait_for(lambda: len(engine.handler.pubs(subscribed_channel)) > before)
+    # wait for the marker itself: with a networked engine, earlier publications may
+    # still be arriving when the marker is sent
+    await engine.handler.wait_for(
+        lambda: b'"marker"' in [p.data for p in engine.handler.pubs(subscribed_channel)[before:]]
+    )
 
 
 class BrokerContract:

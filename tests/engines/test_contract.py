@@ -11,7 +11,8 @@ from .contract import ENGINES, BrokerContract, Engine, PresenceContract, make_en
 
 @pytest.fixture(params=ENGINES)
 async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    engine = await make_engine(request.param)
+    cluster_url = request.getfixturevalue("redis_cluster") if request.param == "redis-cluster" else ""
+    engine = await make_engine(request.param, cluster_url)
     try:
         yield engine
     finally:

@@ -1,0 +1,391 @@
+"""The Redis engine: history, pub/sub between nodes and presence in Redis (>= 5; 7 with cluster).
+
+``engine_from_url("redis://127.0.0.1:6379/0?prefix=app")`` builds a ``RedisBroker``
+and a ``RedisPresenceManager``. ``rediss://`` uses TLS. Several URLs (comma-separated,
+or a sequence) are independent *shards*: each channel lives on exactly one of them,
+picked by a jump consistent hash of its name, so adding a shard moves only ~1/N of the
+channels. Options in the query string (read from the first URL, removed before the URL
+reaches redis-py): ``prefix`` (``livehub``), ``presence_ttl`` (60s), ``connect_timeout``
+(1s), ``io_timeout`` (2s), ``ping_interval`` (5s), ``cluster`` (0).
+
+``cluster=1`` (one URL: any node of a Redis Cluster) sends commands through redis-py's
+cluster client (each script's keys share the channel's slot) and uses sharded pub/sub
+(SPUBLISH, SSUBSCRIBE on the node owning the channel's slot, see ``ClusterPubSub``); a
+slot that moves while subscribed is not followed. Tested on a local 3-node cluster.
+
+Keys, per channel ``ch``; the ``{ch}`` hash tag keeps all of them in one Redis Cluster slot::
+
+    {prefix}:meta:{ch}          HASH    e = epoch, s = top offset       (PEXPIRE meta TTL)
+    {prefix}:stream:{ch}        STREAM  id = offset, x = expiry ms, d = publication blob
+    {prefix}:result:{ch}:{key}  STRING  "offset:epoch" of an idempotent publish (PEXPIRE)
+    {prefix}:presence:{ch}      HASH    client id -> info blob
+    {prefix}:presence-exp:{ch}  ZSET    client id -> expiry ms
+    {prefix}:pub:{ch}           the pub/sub channel (SPUBLISH with ``cluster=1``)
+
+Offsets and epochs: ``lua/publish.lua`` runs HINCRBY of the top, XADD and PUBLISH in one
+script, so offsets grow by exactly one and nodes receive publications in offset order.
+The epoch is created (random, by the caller) the first time a stream is touched; when
+the meta HASH is lost — expired after ``history_meta_ttl`` without use, deleted, or the
+server restarted without persistence — the next touch creates a new epoch and starts
+over at 0, and clients recovering from the old epoch are told they cannot. TTLs are
+measured with the Redis server's clock (``TIME``), so nodes' clocks do not matter.
+
+Wire envelope on the pub/sub channel (the blob layout is in ``livehub.engines.wire``)::
+
+    P<offset>:<epoch>:<use_delta 0|1>:<prev offset>:<prev blob length>:<prev blob><blob>
+    J<info blob>      L<info blob>
+
+Offset 0 and an empty epoch mean a publication without history. For ``use_delta`` with
+history the script sends the previous publication; without history the receiving node
+uses the last publication it received on the channel (``wire.DeltaBases``).
+
+Presence: entries expire ``presence_ttl`` after they were last added, so the presence of
+clients of a node that died disappears. The node must call ``add_presence`` again for
+each of its present clients well within ``presence_ttl`` (e.g. every ``presence_ttl/3``).
+
+Every call fails with ``EngineUnavailable`` within about ``connect_timeout`` +
+``io_timeout`` when Redis cannot be reached, instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from livehub.engines import options
+from livehub.engines.base import BrokerEventHandler, EngineUnavailable, HistoryOptions, PublishOptions
+from livehub.engines.redis_pubsub import ClusterPubSub, PubSub, PubSubConnection
+from livehub.engines.wire import DeltaBases, decode_info, decode_publication, encode_info, encode_publication
+from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
+
+log = logging.getLogger("livehub.engines.redis")
+
+OPTIONS = ("prefix", "presence_ttl", "connect_timeout", "io_timeout", "ping_interval", "cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    urls: tuple[str, ...]
+    prefix: str = "livehub"
+    presence_ttl: float = 60.0
+    connect_timeout: float = 1.0
+    io_timeout: float = 2.0
+    ping_interval: float = 5.0
+    cluster: bool = False
+
+    @classmethod
+    def from_url(cls, url: str | Sequence[str]) -> RedisConfig:
+        urls: list[str] = []
+        opts: dict[str, str] = {}
+        for i, raw in enumerate(options.split_urls(url)):
+            if urlsplit(raw).scheme not in ("redis", "rediss"):
+                raise ValueError(f"not a Redis URL: {raw!r}")
+            rest, ours = options.pop_options(raw, OPTIONS)
+            urls.append(rest)
+            if i == 0:
+                opts = ours
+        config = cls(
+            urls=tuple(urls),
+            prefix=options.text(opts, "prefix", "livehub"),
+            presence_ttl=options.duration(opts, "presence_ttl", 60.0),
+            connect_timeout=options.duration(opts, "connect_timeout", 1.0),
+            io_timeout=options.duration(opts, "io_timeout", 2.0),
+            ping_interval=options.duration(opts, "ping_interval", 5.0),
+            cluster=options.boolean(opts, "cluster", False),
+        )
+        if config.cluster and len(urls) > 1:
+            raise ValueError("cluster=1 takes one URL (any node of the cluster), not shards")
+        return config
+
+
+def new_epoch() -> str:
+    return secrets.token_urlsafe(6)
+
+
+def ms(seconds: float) -> int:
+    """Milliseconds for PEXPIRE/PX; a positive duration never rounds down to 0 (= forever)."""
+    return max(1, round(seconds * 1000)) if seconds > 0 else 0
+
+
+def shard_index(channel: str, shards: int) -> int:
+    """Jump consistent hash (Lamping & Veach) of the FNV-1a 64 hash of the channel name."""
+    if shards <= 1:
+        return 0
+    key = 0xCBF29CE484222325
+    for byte in channel.encode():
+        key = ((key ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    b, j = -1, 0
+    while j < shards:
+        b = j
+        key = (key * 2862933555777941757 + 1) & 0xFFFFFFFFFFFFFFFF
+        j = int((b + 1) * ((1 << 31) / ((key >> 33) + 1)))
+    return b
+
+
+class _Script:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = resources.files("livehub.engines").joinpath(f"lua/{name}.lua").read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+PUBLISH = _Script("publish")
+HISTORY = _Script("history")
+PRESENCE_ADD = _Script("presence_add")
+PRESENCE_GET = _Script("presence_get")
+PRESENCE_REMOVE = _Script("presence_remove")
+
+
+class _Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._pub = f"{prefix}:pub:{{".encode()
+
+    def meta(self, ch: str) -> str:
+        return f"{self.prefix}:meta:{{{ch}}}"
+
+    def stream(self, ch: str) -> str:
+        return f"{self.prefix}:stream:{{{ch}}}"
+
+    def result(self, ch: str, key: str) -> str:
+        return f"{self.prefix}:result:{{{ch}}}:{key}"
+
+    def presence(self, ch: str) -> str:
+        return f"{self.prefix}:presence:{{{ch}}}"
+
+    def presence_exp(self, ch: str) -> str:
+        return f"{self.prefix}:presence-exp:{{{ch}}}"
+
+    def pub(self, ch: str) -> bytes:
+        return self._pub + ch.encode() + b"}"
+
+    def channel_of(self, pub_key: bytes) -> str:
+        return pub_key[len(self._pub) : -1].decode()
+
+
+class RedisShard:
+    """Commands to one Redis (or one cluster): fail fast, EVALSHA with EVAL fallback."""
+
+    def __init__(self, url: str, config: RedisConfig) -> None:
+        common: dict[str, Any] = {
+            "socket_connect_timeout": config.connect_timeout,
+            "socket_timeout": config.io_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            # RESP2 everywhere: pub/sub messages are then plain replies on our connection
+            # (redis-py >= 8 defaults to RESP3, where they go to a push handler instead)
+            "protocol": 2,
+        }
+        parts = urlsplit(url)
+        self.address = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+        self.pool = ConnectionPool.from_url(url, **common)
+        self.client: Redis | RedisCluster = (
+            RedisCluster.from_url(url, **common) if config.cluster else Redis(connection_pool=self.pool)
+        )
+        self._deadline = config.connect_timeout + config.io_timeout
+
+    async def call(self, *args: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await self.client.execute_command(*args)
+        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+            raise EngineUnavailable(f"redis {self.address}: {exc!r}") from exc
+
+    async def script(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.call("EVAL", script.source, len(keys), *keys, *args)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.pool.disconnect()
+
+
+class RedisBroker:
+    def __init__(self, config: RedisConfig) -> None:
+        self.config = config
+        self._keys = _Keys(config.prefix)
+        self._shards = [RedisShard(url, config) for url in config.urls]
+        node = secrets.token_hex(4)
+        reply_timeout = config.connect_timeout + config.io_timeout
+        self.pubsubs: list[PubSub] = []
+        for i, shard in enumerate(self._shards):
+            name = f"livehub-pubsub-{config.prefix}-{i}-{node}"
+            if isinstance(shard.client, RedisCluster):
+                self.pubsubs.append(
+                    ClusterPubSub(
+                        shard.client,
+                        self._on_message,
+                        name=name,
+                        ping_interval=config.ping_interval,
+                        reply_timeout=reply_timeout,
+                    )
+                )
+            else:
+                self.pubsubs.append(
+                    PubSubConnection(
+                        shard.pool,
+                        self._on_message,
+                        name=name,
+                        ping_interval=config.ping_interval,
+                        reply_timeout=reply_timeout,
+                    )
+                )
+        self._publish_cmd = "spublish" if config.cluster else "publish"
+        self._handler: BrokerEventHandler | None = None
+        self._bases = DeltaBases()
+
+    def _shard(self, channel: str) -> int:
+        return shard_index(channel, len(self._shards))
+
+    async def start(self, handler: BrokerEventHandler) -> None:
+        self._handler = handler
+        await asyncio.gather(*(p.start() for p in self.pubsubs))
+
+    async def close(self) -> None:
+        self._handler = None
+        await asyncio.gather(*(p.close() for p in self.pubsubs))
+        await asyncio.gather(*(s.close() for s in self._shards))
+        self._bases.clear()
+
+    async def subscribe(self, channel: str) -> None:
+        await self.pubsubs[self._shard(channel)].subscribe(self._keys.pub(channel))
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._bases.forget(channel)
+        await self.pubsubs[self._shard(channel)].unsubscribe(self._keys.pub(channel))
+
+    async def publish(self, channel: str, data: bytes, opts: PublishOptions) -> tuple[StreamPosition, bool]:
+        history = opts.history_size > 0 and opts.history_ttl > 0
+        blob = encode_publication(Publication(data, 0, opts.info, opts.tags, int(time.time() * 1000)))
+        meta = self._keys.meta(channel)
+        result = self._keys.result(channel, opts.idempotency_key) if opts.idempotency_key else meta
+        reply = await self._shards[self._shard(channel)].script(
+            PUBLISH,
+            (meta, self._keys.stream(channel), result),
+            (
+                blob,
+                opts.history_size if history else 0,
+                ms(opts.history_ttl) if history else 0,
+                ms(opts.history_meta_ttl),
+                new_epoch(),
+                self._keys.pub(channel),
+                self._publish_cmd,
+                ms(opts.idempotent_result_ttl) if opts.idempotency_key else 0,
+                "1" if opts.use_delta else "0",
+            ),
+        )
+        offset, epoch, duplicate = reply
+        return StreamPosition(int(offset), _text(epoch)), bool(duplicate)
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        await self._send(channel, b"J" + encode_info(info))
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        await self._send(channel, b"L" + encode_info(info))
+
+    async def _send(self, channel: str, message: bytes) -> None:
+        await self._shards[self._shard(channel)].call(self._publish_cmd, self._keys.pub(channel), message)
+
+    async def history(self, channel: str, opts: HistoryOptions) -> tuple[list[Publication], StreamPosition]:
+        reply = await self._shards[self._shard(channel)].script(
+            HISTORY,
+            (self._keys.meta(channel), self._keys.stream(channel)),
+            (
+                opts.limit,
+                "" if opts.since is None else opts.since.offset,
+                "1" if opts.reverse else "0",
+                ms(opts.history_meta_ttl),
+                new_epoch(),
+            ),
+        )
+        top = StreamPosition(int(reply[0]), _text(reply[1]))
+        pubs = [decode_publication(reply[i + 1], int(reply[i])) for i in range(2, len(reply), 2)]
+        return pubs, top
+
+    async def remove_history(self, channel: str) -> None:
+        await self._shards[self._shard(channel)].call("DEL", self._keys.stream(channel))
+
+    # -- messages from pub/sub; runs in the connection's reader task, must not block
+
+    def _on_message(self, key: bytes, payload: bytes) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        channel = self._keys.channel_of(key)
+        try:
+            kind = payload[:1]
+            if kind == b"P":
+                self._on_publication(handler, channel, payload)
+            elif kind == b"J":
+                handler.handle_join(channel, decode_info(payload[1:]))
+            elif kind == b"L":
+                handler.handle_leave(channel, decode_info(payload[1:]))
+            else:
+                raise ValueError(f"unknown message kind {kind!r}")
+        except (ValueError, IndexError, UnicodeDecodeError) as exc:
+            log.warning("redis broker: dropped a malformed message on %r: %s", channel, exc)
+
+    def _on_publication(self, handler: BrokerEventHandler, channel: str, payload: bytes) -> None:
+        offset, epoch, delta, prev_offset, prev_len, rest = payload[1:].split(b":", 5)
+        n = int(prev_len)
+        pub = decode_publication(rest[n:], int(offset))
+        use_delta = delta == b"1"
+        prev: Publication | None
+        if pub.offset:
+            prev = decode_publication(rest[:n], int(prev_offset)) if use_delta and n else None
+        else:
+            prev = self._bases.advance(channel, pub, use_delta)
+        handler.handle_publication(channel, pub, StreamPosition(pub.offset, epoch.decode()), prev)
+
+
+class RedisPresenceManager:
+    def __init__(self, config: RedisConfig) -> None:
+        self.config = config
+        self._keys = _Keys(config.prefix)
+        self._shards = [RedisShard(url, config) for url in config.urls]
+
+    def _run(self, channel: str, script: _Script, args: Sequence[Any]) -> Any:
+        shard = self._shards[shard_index(channel, len(self._shards))]
+        return shard.script(script, (self._keys.presence(channel), self._keys.presence_exp(channel)), args)
+
+    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
+        await self._run(channel, PRESENCE_ADD, (client_id, encode_info(info), ms(self.config.presence_ttl)))
+
+    async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
+        await self._run(channel, PRESENCE_REMOVE, (client_id,))
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        flat = await self._run(channel, PRESENCE_GET, ())
+        return {_text(flat[i]): decode_info(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        clients = await self.presence(channel)
+        return PresenceStats(len(clients), len({info.user for info in clients.values()}))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close() for s in self._shards))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def from_url(url: str | Sequence[str]) -> tuple[RedisBroker, RedisPresenceManager]:
+    config = RedisConfig.from_url(url)
+    return RedisBroker(config), RedisPresenceManager(config)

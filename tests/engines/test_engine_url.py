@@ -1,0 +1,54 @@
+"""engine_from_url: which engine a URL names (nothing connects here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from livehub.engines import MemoryBroker, MemoryPresenceManager, engine_from_url
+from livehub.engines.nats import NatsBroker
+from livehub.engines.redis import RedisBroker, RedisPresenceManager
+
+
+def test_memory() -> None:
+    broker, presence = engine_from_url("memory://")
+    assert isinstance(broker, MemoryBroker) and isinstance(presence, MemoryPresenceManager)
+
+
+@pytest.mark.parametrize(
+    ("url", "shards"),
+    [
+        ("redis://127.0.0.1:6379/0", 1),
+        ("rediss://127.0.0.1:6380/0?ssl_cert_reqs=none", 1),
+        ("redis://127.0.0.1:6379/1,redis://127.0.0.1:6379/2", 2),
+        (["redis://127.0.0.1:6379/1", "redis://127.0.0.1:6379/2", "rediss://h:1/0"], 3),
+    ],
+)
+def test_redis(url: str | list[str], shards: int) -> None:
+    broker, presence = engine_from_url(url)
+    assert isinstance(broker, RedisBroker) and isinstance(presence, RedisPresenceManager)
+    assert len(broker.pubsubs) == shards
+
+
+def test_redis_options() -> None:
+    broker, _ = engine_from_url("redis://127.0.0.1:6379/0?prefix=app&presence_ttl=2m&connect_timeout=250ms")
+    assert isinstance(broker, RedisBroker)
+    assert (broker.config.prefix, broker.config.presence_ttl, broker.config.connect_timeout) == (
+        "app",
+        120.0,
+        0.25,
+    )
+
+
+def test_nats() -> None:
+    broker, presence = engine_from_url("nats://127.0.0.1:4222?prefix=app")
+    assert isinstance(broker, NatsBroker) and isinstance(presence, MemoryPresenceManager)
+    assert broker.config.prefix == "app"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["", "postgres://x", "redis://a,nats://b", "memory://,memory://", "redis://h?io_timeout=abc"],
+)
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(ValueError):
+        engine_from_url(url)
