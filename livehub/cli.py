@@ -47,6 +47,7 @@ from livehub.loadgen import (
 )
 from livehub.node import Node
 from livehub.settings import ConfigError, Settings, load_settings
+from livehub.transport import ClientEndpoint
 
 app = typer.Typer(
     help="livehub: real-time messaging server, Centrifugo-compatible.",
@@ -146,7 +147,7 @@ def serve(
     port = settings.http_server.port if port is None else port
     app = create_app(settings)
     uv_config = uvicorn.Config(
-        app,
+        ClientEndpoint(app, app.state.node),  # the client endpoint skips routing and middleware
         ws_max_size=settings.websocket.message_size_limit,
         ws_ping_interval=None,  # the protocol has its own pings
         ws_per_message_deflate=False,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -51,7 +50,8 @@ class Outbox:
         "_batch",
         "_due",
         "_task",
-        "_finished",
+        "_done",
+        "_waiter",
         "_closing",
         "close_with",
         "peak",
@@ -59,14 +59,16 @@ class Outbox:
 
     def __init__(self, transport: Transport, max_size: int, batch: int) -> None:
         self._transport = transport
-        self._queue: deque[str] = deque()
+        self._queue: list[str] = []
         self._size = 0
         self._max_size = max_size
         self._batch = batch
         self._due = False
         #: Only while the socket pushes back: the task draining this connection.
         self._task: asyncio.Task[None] | None = None
-        self._finished = asyncio.Event()
+        #: True once nothing more will be written; ``wait_closed`` creates a waiter only if asked.
+        self._done = False
+        self._waiter: asyncio.Future[None] | None = None
         self._closing = False
         #: Set once the connection is to be closed; the close frame goes after the queue.
         self.close_with: Disconnect | None = None
@@ -89,7 +91,7 @@ class Outbox:
 
     def close(self, disconnect: Disconnect) -> None:
         """Flush what is queued (unless the client is too slow for that), then close."""
-        if self.close_with is not None or self._finished.is_set():
+        if self.close_with is not None or self._done:
             return
         self.close_with = disconnect
         if disconnect is DISCONNECT_SLOW:
@@ -108,7 +110,16 @@ class Outbox:
 
     async def wait_closed(self) -> None:
         """Wait until the close frame went out, the socket failed, or the peer went away."""
-        await self._finished.wait()
+        if self._done:
+            return
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._waiter)
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def abort(self) -> None:
         """The peer is gone: stop writing."""
@@ -117,7 +128,7 @@ class Outbox:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        self._finished.set()
+        self._finish()
 
     def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
@@ -132,8 +143,11 @@ class Outbox:
         """The next send (a batch of queued messages), the close, or None when done for now."""
         queue = self._queue
         if queue:
-            n = min(len(queue), self._batch)
-            batch = [queue.popleft() for _ in range(n)]
+            if len(queue) <= self._batch:
+                batch, self._queue = queue, []
+            else:
+                batch = queue[: self._batch]
+                del queue[: self._batch]
             for message in batch:
                 self._size -= len(message)
             return self._transport.send(join_frame(batch))
@@ -145,7 +159,7 @@ class Outbox:
     def flush(self) -> None:
         """Write what is queued now, synchronously while the transport does not push back."""
         self._due = False
-        if self._task is not None or self._finished.is_set():
+        if self._task is not None or self._done:
             return
         while (write := self._next_write()) is not None:
             try:
@@ -158,7 +172,7 @@ class Outbox:
             self._task = asyncio.get_running_loop().create_task(self._drain(write, waiting))
             return
         if self._closing:
-            self._finished.set()
+            self._finish()
 
     async def _drain(self, write: Coroutine[Any, Any, None], waiting: Any) -> None:
         """Finish a send that had to wait, then keep writing until the queue is empty."""
@@ -168,7 +182,7 @@ class Outbox:
             while (current := self._next_write()) is not None:
                 await current
             if self._closing:
-                self._finished.set()
+                self._finish()
         except asyncio.CancelledError:
             if current is not None:
                 current.close()
@@ -186,7 +200,7 @@ class Outbox:
         self._size = 0
         if self.close_with is None:
             self.close_with = Disconnect(3009, "write error")
-        self._finished.set()
+        self._finish()
 
 
 async def _resume(write: Coroutine[Any, Any, None], waiting: Any) -> None:

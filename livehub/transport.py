@@ -1,8 +1,14 @@
-"""The WebSocket edge: Starlette's WebSocket in, a Session out. Nothing else touches the socket.
+"""The WebSocket edge: ASGI messages in and out of a Session. Nothing else touches the socket.
 
 Frames are moved with raw ASGI messages (not ``send_text``/``receive_text``), so a
 client that went away is just the end of the loop, never a "Cannot call send once a
 close message has been sent" error.
+
+Two ways in: :func:`websocket_handler` is a FastAPI WebSocket route (used by the Hub's
+router, so ``on_connect`` dependencies run at the upgrade), and :class:`ClientEndpoint`
+is a bare ASGI app that ``livehub serve`` puts in front of the FastAPI app for the client
+endpoint: no routing or middleware frames are kept alive per connection, which is most
+of what an idle connection costs.
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ from __future__ import annotations
 import fnmatch
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from livehub.models import Credentials
@@ -22,11 +30,11 @@ from livehub.session import Session
 log = logging.getLogger("livehub.transport")
 
 
-class WebSocketTransport:
+class ASGITransport:
     __slots__ = ("_send",)
 
-    def __init__(self, websocket: WebSocket) -> None:
-        self._send = websocket.send
+    def __init__(self, send: Callable[[Any], Awaitable[None]]) -> None:
+        self._send = send
 
     async def send(self, frame: str) -> None:
         await self._send({"type": "websocket.send", "text": frame})
@@ -35,51 +43,88 @@ class WebSocketTransport:
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-def origin_allowed(websocket: WebSocket, patterns: list[str]) -> bool:
+def origin_allowed(headers: dict[str, str], patterns: list[str]) -> bool:
     """Browsers send Origin; with no patterns only same-host pages (and non-browsers) may connect."""
-    origin = websocket.headers.get("origin")
+    origin = headers.get("origin")
     if not origin:
         return True
     if patterns:
         return any(fnmatch.fnmatchcase(origin.lower(), p.lower()) for p in patterns)
-    return urlsplit(origin).netloc.lower() == websocket.headers.get("host", "").lower()
+    return urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
+
+
+async def run_session(
+    node: Node,
+    receive: Callable[[], Awaitable[Any]],
+    send: Callable[[Any], Awaitable[None]],
+    credentials: Credentials | Error | Disconnect | None = None,
+) -> None:
+    """Pump frames from an accepted WebSocket into a new Session until either side closes."""
+    size_limit = node.settings.websocket.message_size_limit
+    session = Session(node, ASGITransport(send), credentials)
+    session.start()
+    try:
+        while not session.closing:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                session.outbox.abort()
+                break
+            text = message.get("text")
+            if text is None:
+                session.disconnect(DISCONNECT_INAPPROPRIATE_PROTOCOL)
+            elif len(text) > size_limit:
+                session.disconnect(Disconnect(CLOSE_MESSAGE_TOO_BIG, "message too big"))
+            else:
+                await session.handle_frame(text)
+        await session.outbox.wait_closed()
+    finally:
+        session.outbox.abort()
+        await session.cleanup()
 
 
 Handler = Callable[[WebSocket, Credentials | Error | Disconnect | None], Awaitable[None]]
 
 
 def websocket_handler(node: Node) -> Handler:
-    settings = node.settings
-    size_limit = settings.websocket.message_size_limit
+    """The client endpoint as a FastAPI WebSocket route."""
+    patterns = node.settings.client.allowed_origins
 
     async def handle(
         websocket: WebSocket, credentials: Credentials | Error | Disconnect | None = None
     ) -> None:
-        if not origin_allowed(websocket, settings.client.allowed_origins):
+        if not origin_allowed(dict(websocket.headers), patterns):
             log.info("rejected connection from origin %r", websocket.headers.get("origin"))
             await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
             return
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol="centrifuge-json" if "centrifuge-json" in offered else None)
-        session = Session(node, WebSocketTransport(websocket), credentials)
-        session.start()
-        receive = websocket.receive
-        try:
-            while not session.closing:
-                message = await receive()
-                if message["type"] == "websocket.disconnect":
-                    session.outbox.abort()
-                    break
-                text = message.get("text")
-                if text is None:
-                    session.disconnect(DISCONNECT_INAPPROPRIATE_PROTOCOL)
-                elif len(text) > size_limit:
-                    session.disconnect(Disconnect(CLOSE_MESSAGE_TOO_BIG, "message too big"))
-                else:
-                    await session.handle_frame(text)
-            await session.outbox.wait_closed()
-        finally:
-            session.outbox.abort()
-            await session.cleanup()
+        await run_session(node, websocket.receive, websocket.send, credentials)
 
     return handle
+
+
+class ClientEndpoint:
+    """``app`` with the client endpoint answered by bare ASGI, ahead of routing and middleware."""
+
+    def __init__(self, app: ASGIApp, node: Node) -> None:
+        self.app = app
+        self.node = node
+        self.path = node.settings.websocket.handler_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        connect = await receive()
+        if connect["type"] != "websocket.connect":
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if not origin_allowed(headers, self.node.settings.client.allowed_origins):
+            log.info("rejected connection from origin %r", headers.get("origin"))
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        offered = scope.get("subprotocols") or []
+        subprotocol = "centrifuge-json" if "centrifuge-json" in offered else None
+        await send({"type": "websocket.accept", "subprotocol": subprotocol})
+        del headers, offered, connect
+        await run_session(self.node, receive, send)
