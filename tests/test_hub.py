@@ -188,3 +188,26 @@ async def test_server_side_subscribe_and_unsubscribe_of_a_user() -> None:
         await hub.unsubscribe("erin", "chat:updates")
         push = await erin.next_push("unsubscribe", "chat:updates")
         assert push["unsubscribe"]["code"] == 2000
+
+
+async def test_on_connect_with_an_oauth2_scheme() -> None:
+    from typing import Annotated
+
+    from fastapi import Depends, FastAPI
+    from fastapi.security import OAuth2PasswordBearer
+
+    oauth2 = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
+    a = FastAPI()
+    h = Hub()
+    a.include_router(h.router)
+
+    @h.on_connect
+    async def by_bearer(token: Annotated[str | None, Depends(oauth2)]) -> str | None:
+        return f"user-{token}" if token else None
+
+    async with HubTestClient(a) as client:
+        conn = await client.connect(headers={"Authorization": "Bearer abc"})
+        assert h.node.sessions[conn.client_id].user == "user-abc"
+        with pytest.raises(ConnectionClosed) as anon:
+            await client.connect()
+        assert anon.value.code == 3501
