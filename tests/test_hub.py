@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
+from fastapi import Depends, FastAPI
+from fastapi.security import OAuth2PasswordBearer
 from fastapi.testclient import TestClient
 
 from examples.fastapi_app import app, hub
@@ -148,7 +152,6 @@ def test_asyncapi_document_is_served() -> None:
 
 async def test_typed_channel_applies_to_the_http_api_too() -> None:
     import httpx
-    from fastapi import FastAPI
     from pydantic import BaseModel
 
     from livehub.app import create_app
@@ -190,21 +193,18 @@ async def test_server_side_subscribe_and_unsubscribe_of_a_user() -> None:
         assert push["unsubscribe"]["code"] == 2000
 
 
+oauth2 = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
+
+
+async def by_bearer(token: Annotated[str | None, Depends(oauth2)]) -> str | None:
+    return f"user-{token}" if token else None
+
+
 async def test_on_connect_with_an_oauth2_scheme() -> None:
-    from typing import Annotated
-
-    from fastapi import Depends, FastAPI
-    from fastapi.security import OAuth2PasswordBearer
-
-    oauth2 = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
     a = FastAPI()
     h = Hub()
     a.include_router(h.router)
-
-    @h.on_connect
-    async def by_bearer(token: Annotated[str | None, Depends(oauth2)]) -> str | None:
-        return f"user-{token}" if token else None
-
+    h.on_connect(by_bearer)
     async with HubTestClient(a) as client:
         conn = await client.connect(headers={"Authorization": "Bearer abc"})
         assert h.node.sessions[conn.client_id].user == "user-abc"
