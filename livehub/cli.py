@@ -46,6 +46,7 @@ from livehub.loadgen import (
     subscription_secret,
 )
 from livehub.node import Node
+from livehub.serving import CONFIG_ENV, node_name, run_workers
 from livehub.settings import ConfigError, Settings, load_settings
 from livehub.transport import ClientEndpoint
 
@@ -113,6 +114,7 @@ class DrainingServer(uvicorn.Server):
     epilog="Examples:\n\n"
     "    livehub genconfig && livehub serve --config config.json\n\n"
     "    livehub serve --config config.toml --host 0.0.0.0 --port 8000\n\n"
+    "    livehub serve --config config.toml --engine redis://127.0.0.1:6379 --workers 4\n\n"
     "    LIVEHUB_CLIENT__INSECURE=true livehub serve    # development: no tokens needed"
 )
 def serve(
@@ -127,8 +129,21 @@ def serve(
         str | None, typer.Option(help="Engine URL, e.g. memory:// (default: memory://).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes sharing the listening socket, one hub; more than 1 needs a "
+            "shared engine (redis://, nats://).",
+        ),
+    ] = 1,
 ) -> None:
-    """Run the livehub server: the client endpoint /connection/websocket and the demo pages."""
+    """Run the livehub server: the client endpoint /connection/websocket and the demo pages.
+
+    Several processes act as one hub when they share a Redis or NATS engine: --workers N
+    on one port, or several `livehub serve` on different ports or machines. Publications,
+    presence, history and the server API's commands then reach clients on every node.
+    """
     settings = _settings(config)
     if engine:
         settings.engine.url = engine
@@ -137,6 +152,14 @@ def serve(
     except ValueError as exc:
         err.print(f"[red]error:[/red] engine: {exc}")
         raise typer.Exit(2) from None
+    if workers > 1 and urlsplit(settings.engine.url.split(",")[0].strip()).scheme == "memory":
+        err.print(
+            f"[red]error:[/red] --workers {workers} needs a shared engine: with memory:// each worker "
+            "would be a separate hub whose clients never see the others' messages. "
+            "Use --engine redis://host:6379 (or nats://), or --workers 1.",
+            highlight=False,
+        )
+        raise typer.Exit(2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("livehub")
     for key in settings.unknown_keys():
@@ -145,6 +168,16 @@ def serve(
 
     host = host or settings.http_server.address
     port = settings.http_server.port if port is None else port
+    if workers > 1:
+        sockets = bind_sockets(host, port)
+        log.info("livehub %s listening on %s port %d", __version__, host, sockets[0].getsockname()[1])
+        # each worker builds its app from the same settings, passed through the environment
+        if config is not None:
+            os.environ[CONFIG_ENV] = str(config.resolve())
+        else:
+            os.environ.pop(CONFIG_ENV, None)
+        os.environ["LIVEHUB_ENGINE__URL"] = settings.engine.url
+        raise typer.Exit(run_workers(workers, sockets, log_level))
     app = create_app(settings)
     uv_config = uvicorn.Config(
         ClientEndpoint(app, app.state.node),  # the client endpoint skips routing and middleware
@@ -156,6 +189,7 @@ def serve(
     )
     sockets = bind_sockets(host, port)
     log.info("livehub %s listening on %s port %d", __version__, host, sockets[0].getsockname()[1])
+    app.state.node.name = node_name(sockets[0].getsockname()[1])
     server = DrainingServer(uv_config, app.state.node)
     asyncio.run(server.serve(sockets=sockets))
 

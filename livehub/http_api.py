@@ -20,6 +20,13 @@ The request models are Pydantic, so each method appears in the app's OpenAPI sch
 handlers only translate: the work is done by :class:`~livehub.node.Node` methods, which
 the app can call directly too.
 
+In a cluster (several nodes on a Redis or NATS engine) any node answers for all:
+``subscribe``, ``unsubscribe``, ``disconnect`` and ``refresh`` reach the user's
+connections on every node, ``info`` lists every live node, and ``presence``,
+``presence_stats`` and ``history`` read the shared engine (with NATS, presence is per
+node). ``channels`` lists this node's channels only. When the engine cannot be reached,
+methods that need it answer error 100 within the engine's timeouts.
+
 ``rpc`` calls the server-side methods registered with ``@node.api_rpc("name")`` (they get
 the request's ``params`` as raw JSON, and no client); they are kept apart from client RPC
 handlers, which are given the calling connection. No method registered at all is 108,
@@ -49,6 +56,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from livehub.engines.base import EngineUnavailable
 from livehub.models import Publication, StreamPosition
 from livehub.node import Node
 from livehub.protocol.codec import info_dict
@@ -354,6 +362,9 @@ async def _guard(op: Awaitable[dict[str, Any]]) -> tuple[dict[str, Any] | None, 
         return await op, None
     except Error as exc:
         return None, exc
+    except EngineUnavailable as exc:  # Redis/NATS down: a temporary internal error, no traceback
+        log.warning("server API call failed, engine unavailable: %s", exc)
+        return None, ERROR_INTERNAL
     except Exception:
         log.exception("server API call failed")
         return None, ERROR_INTERNAL
@@ -431,13 +442,15 @@ async def disconnect(node: Node, req: DisconnectRequest) -> dict[str, Any]:
         if not 3000 <= code <= 4999 or len(reason.encode()) > 123:  # a valid WebSocket close
             raise ERROR_BAD_REQUEST
         custom = Disconnect(code, reason)
-    node.server_disconnect(req.user, custom, req.client, req.session, req.whitelist, req.all_users)
+    await node.disconnect_user(req.user, custom, req.client, req.session, req.whitelist, req.all_users)
     return {}
 
 
 async def refresh(node: Node, req: RefreshRequest) -> dict[str, Any]:
     info = _json(req.info) if "info" in req.model_fields_set else None
-    node.server_refresh(req.user, req.client, req.session, req.expired, req.expire_at, info, req.all_users)
+    await node.refresh_user(
+        req.user, req.client, req.session, req.expired, req.expire_at, info, req.all_users
+    )
     return {}
 
 
@@ -468,7 +481,7 @@ async def channels(node: Node, req: ChannelsRequest) -> dict[str, Any]:
 
 
 async def info(node: Node, req: InfoRequest) -> dict[str, Any]:
-    return {"nodes": [node.node_info()]}
+    return {"nodes": node.nodes_info()}
 
 
 async def rpc(node: Node, req: RPCRequest) -> dict[str, Any]:
@@ -656,7 +669,7 @@ def api_router(node: Node) -> APIRouter:
 
     @router.post("/info", responses=_docs(InfoResult))
     async def info_(req: InfoRequest, request: Request) -> Response:
-        """This node: connections, users, subscriptions, channels, uptime."""
+        """Every live node: connections, users, subscriptions, channels, uptime."""
         return await call(request, info(node, req))
 
     @router.post("/rpc", responses=_docs(RPCResult))

@@ -3,12 +3,17 @@
 A publication reaches the node once (from its broker) and is encoded once per form it
 is sent in — plain, or a fossil delta for subscribers that negotiated it — and the same
 string is queued to every local subscriber. Fan-out never awaits a subscriber.
+
+Several nodes on one shared engine (processes, machines) behave as one hub: the
+``server_*`` operations act on the connections of this node and, through the broker's
+control channel, of every other (``livehub.cluster``); ``info`` lists every live node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,6 +24,7 @@ import orjson
 from livehub import __version__
 from livehub.auth import TokenVerifier
 from livehub.channels import ChannelRules
+from livehub.cluster import Cluster
 from livehub.engines import engine_from_url
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
@@ -82,6 +88,8 @@ class Node:
             else self.connect_verifier
         )
         self.id = str(uuid.uuid4())
+        #: How ``info`` names this node; ``livehub serve`` makes it ``host_port``.
+        self.name = socket.gethostname()
         self.version = __version__
         self.started_at = time.time()
         self.sessions: dict[str, Session] = {}
@@ -100,11 +108,13 @@ class Node:
         self.publish_hook: PublishHook | None = None
         self.disconnect_hook: DisconnectHook | None = None
         self.deliveries = 0
+        self.cluster = Cluster(self)
 
     # -- lifecycle
 
     async def start(self) -> None:
         await self.broker.start(self)
+        self.cluster.start()
 
     async def drain(self, grace: float = 5.0) -> None:
         """Ask every client to reconnect (3001) and wait a little for the close frames to go."""
@@ -118,6 +128,7 @@ class Node:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.drain(grace)
+        await self.cluster.stop()
         await self.broker.close()
         await self.presence_manager.close()
 
@@ -159,6 +170,13 @@ class Node:
         """Channels with local subscribers, and how many."""
         return {channel: len(subs) for channel, subs in self._hub.items()}
 
+    def subscribers(self) -> list[tuple[str, list[tuple[Session, Subscription]]]]:
+        """A snapshot of every channel's local subscribers."""
+        return [(channel, list(subs.items())) for channel, subs in self._hub.items()]
+
+    def channel_subscribers(self, channel: str) -> list[tuple[Session, Subscription]]:
+        return list(self._hub.get(channel, {}).items())
+
     # -- BrokerEventHandler
 
     def handle_publication(
@@ -170,13 +188,19 @@ class Node:
         plain = full_string = delta = None
         for session, sub in list(subs.items()):
             if sub.pending is not None:
-                sub.pending.append(pub)
+                sub.pending.append((pub, sp.epoch))
                 continue
-            if pub.offset and sub.positioned and sub.offset and pub.offset != sub.offset + 1:
-                if pub.offset <= sub.offset:
-                    continue  # already delivered through recovery
-                session.lost_position(channel)
-                continue
+            if sub.lost:
+                continue  # being unsubscribed with 2500
+            if pub.offset and sub.positioned:
+                if sub.epoch and sp.epoch != sub.epoch:  # the stream was lost and began again
+                    session.lost_position(channel)
+                    continue
+                if pub.offset != sub.offset + 1:
+                    if pub.offset <= sub.offset:
+                        continue  # already delivered through recovery
+                    session.lost_position(channel)
+                    continue
             if sub.delta:
                 if sub.delta_ready and prev is not None and prev.offset == sub.offset:
                     if delta is None:
@@ -204,6 +228,9 @@ class Node:
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         self._push_join_leave(channel, "leave", info)
+
+    def handle_control(self, data: bytes) -> None:
+        self.cluster.handle(data)
 
     def _push_join_leave(self, channel: str, kind: str, info: ClientInfo) -> None:
         subs = self._hub.get(channel)
@@ -292,12 +319,17 @@ class Node:
             raise Error(104, "method not found")
         return await handler(session, data)
 
-    # -- server API operations (used by the HTTP API)
+    # -- server API operations (used by the HTTP API and the Hub)
     #
     # Connections are picked as Centrifuge's hub does: every connection of ``user`` ("" is
     # the anonymous ones), narrowed by ``client`` id; ``session`` ids exist only for
     # unidirectional transports, so over WebSocket a non-empty ``session`` matches nothing.
-    # ``all_users`` with an empty user picks every connection on this node.
+    # ``all_users`` with an empty user picks every connection.
+    #
+    # Each operation acts on this node's connections (``local_*``), then asks every other
+    # node to do the same through the control channel, unless it was aimed at one
+    # ``client`` found here. The async ones wait until the request is sent (and raise
+    # EngineUnavailable if it cannot be); the sync ones send it in the background.
 
     def select_sessions(
         self, user: str, client: str = "", session: str = "", all_users: bool = False
@@ -311,6 +343,11 @@ class Node:
         if all_users and not user:
             return list(self.sessions.values())
         return list(self.users.get(user, ()))
+
+    @staticmethod
+    def _elsewhere(client: str, session: str, found: int) -> bool:
+        """May other nodes hold more of the targeted connections?"""
+        return not session and not (client and found)
 
     async def server_subscribe(
         self,
@@ -328,11 +365,60 @@ class Node:
         force_recovery: bool | None = None,
         force_positioning: bool | None = None,
     ) -> None:
-        """Subscribe the user's connections server-side; each gets a ``subscribe`` push.
+        """Subscribe the user's connections server-side, on every node; each gets a
+        ``subscribe`` push. Connections already in the channel are left as they are. The
+        override flags replace the namespace's ``force_push_join_leave``,
+        ``force_recovery``, ``force_positioning``."""
+        found = await self.local_subscribe(
+            user,
+            channel,
+            client=client,
+            session=session,
+            all_users=all_users,
+            info=info,
+            data=data,
+            expire_at=expire_at,
+            recover_since=recover_since,
+            push_join_leave=push_join_leave,
+            force_recovery=force_recovery,
+            force_positioning=force_positioning,
+        )
+        if self._elsewhere(client, session, found):
+            overrides = {
+                "force_push_join_leave": push_join_leave,
+                "force_recovery": force_recovery,
+                "force_positioning": force_positioning,
+            }
+            await self.cluster.send(
+                "subscribe",
+                user=user,
+                channel=channel,
+                client=client,
+                all_users=all_users,
+                info=None if info is None else info.decode(),
+                data=None if data is None else data.decode(),
+                expire_at=expire_at,
+                since=None if recover_since is None else [recover_since.offset, recover_since.epoch],
+                overrides={k: v for k, v in overrides.items() if v is not None},
+            )
 
-        Connections already in the channel are left as they are. The override flags replace
-        the namespace's ``force_push_join_leave``, ``force_recovery``, ``force_positioning``.
-        """
+    async def local_subscribe(
+        self,
+        user: str,
+        channel: str,
+        *,
+        client: str = "",
+        session: str = "",
+        all_users: bool = False,
+        info: bytes | None = None,
+        data: bytes | None = None,
+        expire_at: int = 0,
+        recover_since: StreamPosition | None = None,
+        push_join_leave: bool | None = None,
+        force_recovery: bool | None = None,
+        force_positioning: bool | None = None,
+    ) -> int:
+        """``server_subscribe`` on this node only; returns how many connections it targeted."""
         opts = self.options(channel)
         overrides = {
             "force_push_join_leave": push_join_leave,
@@ -351,16 +437,29 @@ class Node:
                 for s in targets
             )
         )
+        return len(targets)
 
     async def server_unsubscribe(
         self, user: str, channel: str, client: str = "", session: str = "", all_users: bool = False
     ) -> None:
-        """Unsubscribe the user's connections (``unsubscribe`` push, code 2000); "" is every channel."""
+        """Unsubscribe the user's connections on every node (``unsubscribe`` push, code
+        2000); "" is every channel."""
+        found = await self.local_unsubscribe(user, channel, client, session, all_users)
+        if self._elsewhere(client, session, found):
+            await self.cluster.send(
+                "unsubscribe", user=user, channel=channel, client=client, all_users=all_users
+            )
+
+    async def local_unsubscribe(
+        self, user: str, channel: str, client: str = "", session: str = "", all_users: bool = False
+    ) -> int:
         if channel:
             self.options(channel)
-        for s in self.select_sessions(user, client, session, all_users):
+        targets = self.select_sessions(user, client, session, all_users)
+        for s in targets:
             for name in [channel] if channel else list(s.subs):
                 await s.server_unsubscribe(name)
+        return len(targets)
 
     def server_disconnect(
         self,
@@ -371,10 +470,56 @@ class Node:
         whitelist: list[str] | None = None,
         all_users: bool = False,
     ) -> int:
-        """Close the user's connections (but those in ``whitelist``); returns how many.
+        """Close the user's connections (but those in ``whitelist``) on this node at once
+        and on the others soon after; returns how many there were on this node.
 
         The default is 3503 "force disconnect": the SDKs do not reconnect.
         """
+        found = self.local_disconnect(user, disconnect, client, session, whitelist, all_users)
+        if self._elsewhere(client, session, found):
+            self.cluster.send_soon(
+                "disconnect", **self._disconnect_fields(user, disconnect, client, whitelist, all_users)
+            )
+        return found
+
+    async def disconnect_user(
+        self,
+        user: str,
+        disconnect: Disconnect | None = None,
+        client: str = "",
+        session: str = "",
+        whitelist: list[str] | None = None,
+        all_users: bool = False,
+    ) -> int:
+        """``server_disconnect`` that waits until the other nodes were told (raises
+        EngineUnavailable if they cannot be); returns how many were on this node."""
+        found = self.local_disconnect(user, disconnect, client, session, whitelist, all_users)
+        if self._elsewhere(client, session, found):
+            await self.cluster.send(
+                "disconnect", **self._disconnect_fields(user, disconnect, client, whitelist, all_users)
+            )
+        return found
+
+    @staticmethod
+    def _disconnect_fields(
+        user: str, disconnect: Disconnect | None, client: str, whitelist: list[str] | None, all_users: bool
+    ) -> dict[str, Any]:
+        fields: dict[str, Any] = {"user": user, "client": client, "all_users": all_users}
+        if whitelist:
+            fields["whitelist"] = whitelist
+        if disconnect is not None:
+            fields.update(code=disconnect.code, reason=disconnect.reason)
+        return fields
+
+    def local_disconnect(
+        self,
+        user: str,
+        disconnect: Disconnect | None = None,
+        client: str = "",
+        session: str = "",
+        whitelist: list[str] | None = None,
+        all_users: bool = False,
+    ) -> int:
         from livehub.protocol.codes import DISCONNECT_FORCE_NO_RECONNECT
 
         disconnect = disconnect or DISCONNECT_FORCE_NO_RECONNECT
@@ -394,9 +539,58 @@ class Node:
         info: bytes | None = None,
         all_users: bool = False,
     ) -> None:
-        """Extend (``expire_at``), end (``expired``) or lift (neither) the connections' expiry."""
-        for s in self.select_sessions(user, client, session, all_users):
+        """Extend (``expire_at``), end (``expired``) or lift (neither) the connections'
+        expiry, here at once and on the other nodes soon after."""
+        found = self.local_refresh(user, client, session, expired, expire_at, info, all_users)
+        if self._elsewhere(client, session, found):
+            self.cluster.send_soon(
+                "refresh", **self._refresh_fields(user, client, expired, expire_at, info, all_users)
+            )
+
+    async def refresh_user(
+        self,
+        user: str,
+        client: str = "",
+        session: str = "",
+        expired: bool = False,
+        expire_at: int = 0,
+        info: bytes | None = None,
+        all_users: bool = False,
+    ) -> None:
+        """``server_refresh`` that waits until the other nodes were told."""
+        found = self.local_refresh(user, client, session, expired, expire_at, info, all_users)
+        if self._elsewhere(client, session, found):
+            await self.cluster.send(
+                "refresh", **self._refresh_fields(user, client, expired, expire_at, info, all_users)
+            )
+
+    @staticmethod
+    def _refresh_fields(
+        user: str, client: str, expired: bool, expire_at: int, info: bytes | None, all_users: bool
+    ) -> dict[str, Any]:
+        return {
+            "user": user,
+            "client": client,
+            "all_users": all_users,
+            "expired": expired,
+            "expire_at": expire_at,
+            "info": None if info is None else info.decode(),
+        }
+
+    def local_refresh(
+        self,
+        user: str,
+        client: str = "",
+        session: str = "",
+        expired: bool = False,
+        expire_at: int = 0,
+        info: bytes | None = None,
+        all_users: bool = False,
+    ) -> int:
+        targets = self.select_sessions(user, client, session, all_users)
+        for s in targets:
             s.server_refresh(expired=expired, expire_at=expire_at, info=info)
+        return len(targets)
 
     async def server_history(
         self, channel: str, limit: int = 0, since: StreamPosition | None = None, reverse: bool = False
@@ -470,12 +664,10 @@ class Node:
 
     def node_info(self) -> dict[str, Any]:
         """This node as the server API's ``info`` lists it (Centrifugo field names)."""
-        import socket
-
         channels = self.channels()
         out: dict[str, Any] = {
             "uid": self.id,
-            "name": socket.gethostname(),
+            "name": self.name,
             "version": self.version,
             "num_clients": len(self.sessions),
             "num_users": len(self.users),
@@ -486,6 +678,10 @@ class Node:
         if uptime:
             out["uptime"] = uptime
         return out
+
+    def nodes_info(self) -> list[dict[str, Any]]:
+        """Every live node of the cluster (this one included), as ``info`` lists them."""
+        return self.cluster.nodes()
 
     def api_rpc(self, method: str) -> Callable[[APIRPCHandler], APIRPCHandler]:
         """Register a server API RPC method: ``@node.api_rpc("name") async def f(params): ...``.

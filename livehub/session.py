@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 
 from livehub.auth import InvalidToken, SubscribeToken, TokenExpired
-from livehub.engines.base import HistoryOptions
-from livehub.models import ClientInfo, Credentials, StreamPosition
+from livehub.engines.base import EngineUnavailable, HistoryOptions
+from livehub.models import ClientInfo, Credentials, Publication, StreamPosition
 from livehub.node import Node
 from livehub.outbox import Outbox, Transport
 from livehub.protocol import codes
@@ -57,6 +57,8 @@ class Subscription:
     __slots__ = (
         "channel",
         "offset",
+        "epoch",
+        "lost",
         "positioned",
         "join_leave",
         "delta",
@@ -69,12 +71,17 @@ class Subscription:
     def __init__(self, channel: str, info: bytes | None, join_leave: bool, delta: bool) -> None:
         self.channel = channel
         self.offset = 0
+        #: The stream's epoch when positioned; a publication of another epoch is a gap.
+        self.epoch = ""
+        #: A gap was found: the client is being unsubscribed with 2500 (gets nothing more).
+        self.lost = False
         self.positioned = False
         self.join_leave = join_leave
         self.delta = delta
         self.delta_ready = False
-        #: Publications that arrive while the subscribe reply is being built (None otherwise).
-        self.pending: list[Any] | None = []
+        #: ``(publication, epoch)`` arriving while the subscribe reply is being built
+        #: (None otherwise).
+        self.pending: list[tuple[Publication, str]] | None = []
         self.info = info
         self.expiry: asyncio.TimerHandle | None = None
 
@@ -170,9 +177,11 @@ class Session:
         return {"expires": True, "ttl": ttl}
 
     def lost_position(self, channel: str) -> None:
-        """A gap in the channel's offsets: make the client resubscribe and recover."""
+        """A gap in the channel's offsets, or a new epoch: make the client resubscribe and
+        recover (or learn that it cannot)."""
         sub = self.subs.get(channel)
-        if sub is not None:
+        if sub is not None and not sub.lost:
+            sub.lost = True
             self._loop.create_task(self._unsubscribe_push(channel, codes.UNSUBSCRIBE_INSUFFICIENT_STATE))
 
     # -- commands
@@ -200,6 +209,11 @@ class Session:
             if command.method == "connect":
                 self._connect_failed = True
             self.outbox.put(encode_error(command.id, exc))
+        except EngineUnavailable as exc:  # temporary: the SDKs retry
+            log.warning("client %s: %s failed, engine unavailable: %s", self.id, command.method, exc)
+            self.outbox.put(encode_error(command.id, codes.ERROR_INTERNAL))
+            if command.method == "connect":  # half connected: start over on a new connection
+                self.disconnect(codes.DISCONNECT_SERVER_ERROR)
         except Exception:
             log.exception("client %s: %s failed", self.id, command.method)
             self.outbox.put(encode_error(command.id, codes.ERROR_INTERNAL))
@@ -225,9 +239,7 @@ class Session:
             self.outbox.put(encode_reply(command.id, method, result))
             self._release(request.channel)
             if joined:
-                await self.node.broker.publish_join(
-                    request.channel, self.info(self.subs.get(request.channel))
-                )
+                await self._publish_join(request.channel)
             return
         if isinstance(request, SendRequest):
             return  # no message handler: fire-and-forget data is dropped, as Centrifugo does
@@ -304,7 +316,7 @@ class Session:
         if self.cfg.ping_interval > 0:
             self._timer("ping", self.cfg.ping_interval, self._on_ping)
         for channel in self._joins:
-            await self.node.broker.publish_join(channel, self.info(self.subs.get(channel)))
+            await self._publish_join(channel)
         self._joins = []
 
     # -- subscribe
@@ -363,13 +375,14 @@ class Session:
             result = await subscribe(
                 self.node, channel, opts, params, sub, self._may_read_history(channel, opts)
             )
+            if opts.presence:
+                await self.node.presence_manager.add_presence(channel, self.id, self.info(sub))
         except BaseException:
-            self.subs.pop(channel, None)
+            if self.subs.get(channel) is sub:
+                del self.subs[channel]
             await self.node.remove_subscriber(channel, self)
             raise
         result.update(self._set_sub_expiry(sub, params.expires_at))
-        if opts.presence:
-            await self.node.presence_manager.add_presence(channel, self.id, self.info(sub))
         return result
 
     def _release(self, channel: str) -> None:
@@ -378,9 +391,13 @@ class Session:
         if sub is None or sub.pending is None:
             return
         pending, sub.pending = sub.pending, None
-        for pub in pending:
-            if pub.offset and pub.offset <= sub.offset:
-                continue
+        for pub, epoch in pending:
+            if pub.offset and sub.positioned:
+                if pub.offset <= sub.offset and epoch == sub.epoch:
+                    continue  # in the subscribe reply already
+                if pub.offset != sub.offset + 1 or epoch != sub.epoch:
+                    self.lost_position(channel)  # lost between the broker and this node
+                    return
             if sub.delta:  # a delta subscriber takes data as a JSON string, as the node sends it
                 self.outbox.put(encode_push(channel, "pub", pub_dict(pub, pub.data.decode())))
                 sub.delta_ready = True
@@ -410,10 +427,21 @@ class Session:
         node = self.node
         await node.remove_subscriber(channel, self)
         opts = node.rules.options(channel)
-        if opts.presence:
-            await node.presence_manager.remove_presence(channel, self.id, self.user)
-        if opts.join_leave:
-            await node.broker.publish_leave(channel, self.info(sub))
+        try:
+            if opts.presence:  # if this fails, the entry expires (Redis) for want of refresh
+                await node.presence_manager.remove_presence(channel, self.id, self.user)
+            if opts.join_leave:
+                await node.broker.publish_leave(channel, self.info(sub))
+        except EngineUnavailable as exc:
+            log.warning("client %s: leaving %s: engine unavailable: %s", self.id, channel, exc)
+
+    async def _publish_join(self, channel: str) -> None:
+        """Join pushes are best effort: the subscription stands without one."""
+        sub = self.subs.get(channel)
+        try:
+            await self.node.broker.publish_join(channel, self.info(sub))
+        except EngineUnavailable as exc:
+            log.warning("client %s: join of %s not sent, engine unavailable: %s", self.id, channel, exc)
 
     # -- the other commands
 
@@ -588,7 +616,7 @@ class Session:
             self.outbox.put(encode_push(channel, "pub", pub))
         self._release(channel)
         if opts.join_leave:
-            await self.node.broker.publish_join(channel, self.info(self.subs.get(channel)))
+            await self._publish_join(channel)
 
     async def server_unsubscribe(self, channel: str) -> None:
         """Leave a channel and tell the client: ``unsubscribe`` push, code 2000."""

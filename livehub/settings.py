@@ -91,6 +91,14 @@ class ClientSettings(Section):
     recovery_max_publication_limit: Annotated[int, Field(ge=1)] = 300
     #: Messages packed into one WebSocket frame at most, when several are queued.
     write_batch_size: Annotated[int, Field(ge=1)] = 64
+    #: How often a node re-adds the presence of its clients to an engine whose entries
+    #: expire (Redis: the engine URL's ``presence_ttl``, 60 s), so a dead node's clients
+    #: disappear and a live node's stay. Keep it well under that TTL. 0: never.
+    presence_update_interval: Duration = 25.0
+    #: How often positioned subscriptions are compared with their stream's top: a changed
+    #: epoch or a missed offset (lost while the broker connection was down) unsubscribes
+    #: the client with 2500 "insufficient state", so the SDK resubscribes and recovers. 0: never.
+    channel_position_check_delay: Duration = 40.0
 
     @model_validator(mode="after")
     def _pong_before_next_ping(self) -> ClientSettings:

@@ -91,6 +91,7 @@ async def subscribe(
                     result["publications"] = [publication_dict(p) for p in pubs]
             result.update(recoverable=True, positioned=True, epoch=top.epoch, offset=params.offset)
             sub.offset = top.offset if not pubs else pubs[-1].offset
+            sub.epoch = top.epoch
             return result
         if params.reject_unrecovered:
             raise codes.ERROR_UNRECOVERABLE_POSITION
@@ -99,7 +100,7 @@ async def subscribe(
     if recoverable:
         result["recoverable"] = True
     result.update(positioned=True, epoch=top.epoch, offset=top.offset)
-    sub.offset = top.offset
+    sub.offset, sub.epoch = top.offset, top.epoch
     return result
 
 

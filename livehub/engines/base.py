@@ -11,10 +11,16 @@ contract suite in ``tests/engines``. What an engine promises:
   recover from an old epoch is told it cannot, rather than silently given a gap.
 * delivery to nodes is at most once; recovery from history fills what pub/sub lost.
 * the ``BrokerEventHandler`` callbacks never block: the node only enqueues bytes.
+* ``publish_control`` reaches every node started on the same engine (same store and
+  prefix), the sender included, whatever channels they are subscribed to: at most once,
+  in the order one sender sent. Nodes use it for cluster-wide commands (disconnect a
+  user wherever they are connected, ...) and to announce themselves; the payload is
+  opaque bytes to the engine. A single-process engine delivers to its own node.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,6 +75,9 @@ class BrokerEventHandler(Protocol):
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None: ...
 
+    def handle_control(self, data: bytes) -> None:
+        """A control message some node (this one too) sent with ``publish_control``."""
+
 
 class Broker(Protocol):
     async def start(self, handler: BrokerEventHandler) -> None:
@@ -89,6 +98,10 @@ class Broker(Protocol):
 
     async def publish_leave(self, channel: str, info: ClientInfo) -> None: ...
 
+    async def publish_control(self, data: bytes) -> None:
+        """Send ``data`` to every node's ``handle_control`` (this node's too); raises
+        EngineUnavailable when it cannot be sent."""
+
     async def history(self, channel: str, opts: HistoryOptions) -> tuple[list[Publication], StreamPosition]:
         """Read the stream; a channel without a stream gets one (offset 0, new epoch)."""
 
@@ -96,8 +109,21 @@ class Broker(Protocol):
         """Drop the publications but keep the stream top and epoch."""
 
 
+#: ``(channel, client id, info)``: one client's presence in one channel.
+PresenceEntry = tuple[str, str, ClientInfo]
+
+
 class PresenceManager(Protocol):
+    """Who is in a channel. Engines whose store outlives a node (Redis) let entries expire
+    unless they are refreshed, so the clients of a node that died disappear: a live node
+    calls ``refresh_presence`` with all its present clients well within that TTL."""
+
     async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None: ...
+
+    async def refresh_presence(self, entries: Sequence[PresenceEntry]) -> None:
+        """Keep these entries (added before) alive, in as few round trips as possible; a
+        no-op where entries never expire. May re-add an entry removed meanwhile: it then
+        lives one more TTL."""
 
     async def remove_presence(self, channel: str, client_id: str, user: str) -> None: ...
 

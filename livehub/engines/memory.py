@@ -9,9 +9,9 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from livehub.engines.base import BrokerEventHandler, HistoryOptions, PublishOptions
+from livehub.engines.base import BrokerEventHandler, HistoryOptions, PresenceEntry, PublishOptions
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
 
@@ -105,6 +105,11 @@ class MemoryBroker:
         if self._handler is not None and channel in self._subscribed:
             self._handler.handle_leave(channel, info)
 
+    async def publish_control(self, data: bytes) -> None:
+        """One process, one node: the control message goes back to this node."""
+        if self._handler is not None:
+            self._handler.handle_control(data)
+
     async def history(self, channel: str, opts: HistoryOptions) -> tuple[list[Publication], StreamPosition]:
         stream = self._stream(channel, opts.history_meta_ttl)
         sp = StreamPosition(stream.top, stream.epoch)
@@ -135,6 +140,9 @@ class MemoryPresenceManager:
 
     async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
         self._channels.setdefault(channel, {})[client_id] = info
+
+    async def refresh_presence(self, entries: Sequence[PresenceEntry]) -> None:
+        """Entries here live until removed: nothing to refresh."""
 
     async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
         clients = self._channels.get(channel)

@@ -16,6 +16,7 @@ spaces in channel names are safe. Per channel ``ch``::
 
     {prefix}.h.{ch}     history subject, captured by stream {prefix}_history
     {prefix}.p.{ch}     what nodes subscribe to
+    {prefix}.control    control messages (``publish_control``), to every node
 
 Offsets and epochs. JetStream's sequence is global to a stream, so it is not the
 offset. The offset of a publication is in its ``Lh-Off`` header, and each channel's
@@ -271,6 +272,7 @@ class NatsBroker:
             )
         self._meta = await _bucket(js, cfg.meta_bucket, cfg.meta_ttl, storage)
         self._idem = await _bucket(js, cfg.idem_bucket, cfg.idempotency_ttl, storage)
+        await nc.subscribe(self._control_subject, cb=self._on_control)  # nats-py keeps it over reconnects
         self._nc, self._js = nc, js
         async with self._lock:
             for channel in self._wanted:
@@ -319,6 +321,19 @@ class NatsBroker:
 
     def _subject(self, kind: str, channel: str) -> str:
         return f"{self.config.prefix}.{kind}.{escape(channel)}"
+
+    @property
+    def _control_subject(self) -> str:
+        return f"{self.config.prefix}.control"
+
+    async def _on_control(self, msg: Msg) -> None:
+        handler = self._handler
+        if handler is not None:
+            handler.handle_control(msg.data)
+
+    async def publish_control(self, data: bytes) -> None:
+        async with self._guard() as (nc, _):
+            await nc.publish(self._control_subject, data)
 
     async def _subscribe(self, nc: Client, channel: str) -> None:
         if channel in self._subs:

@@ -22,6 +22,9 @@ Keys, per channel ``ch``; the ``{ch}`` hash tag keeps all of them in one Redis C
     {prefix}:presence-exp:{ch}  ZSET    client id -> expiry ms
     {prefix}:pub:{ch}           the pub/sub channel (SPUBLISH with ``cluster=1``)
 
+and one pub/sub channel for the whole engine, ``{prefix}:control`` (on the first shard),
+which carries ``publish_control`` messages to every node.
+
 Offsets and epochs: ``lua/publish.lua`` runs HINCRBY of the top, XADD and PUBLISH in one
 script, so offsets grow by exactly one and nodes receive publications in offset order.
 The epoch is created (random, by the caller) the first time a stream is touched; when
@@ -40,8 +43,9 @@ history the script sends the previous publication; without history the receiving
 uses the last publication it received on the channel (``wire.DeltaBases``).
 
 Presence: entries expire ``presence_ttl`` after they were last added, so the presence of
-clients of a node that died disappears. The node must call ``add_presence`` again for
-each of its present clients well within ``presence_ttl`` (e.g. every ``presence_ttl/3``).
+clients of a node that died disappears. The node must refresh its present clients well
+within ``presence_ttl``: ``refresh_presence`` re-adds many entries in one pipelined round
+trip per shard (the node does it every ``client.presence_update_interval``).
 
 Every call fails with ``EngineUnavailable`` within about ``connect_timeout`` +
 ``io_timeout`` when Redis cannot be reached, instead of hanging.
@@ -50,6 +54,7 @@ Every call fails with ``EngineUnavailable`` within about ``connect_timeout`` +
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -68,8 +73,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from livehub.engines import options
-from livehub.engines.base import BrokerEventHandler, EngineUnavailable, HistoryOptions, PublishOptions
-from livehub.engines.redis_pubsub import ClusterPubSub, PubSub, PubSubConnection
+from livehub.engines.base import (
+    BrokerEventHandler,
+    EngineUnavailable,
+    HistoryOptions,
+    PresenceEntry,
+    PublishOptions,
+)
+from livehub.engines.redis_pubsub import Backoff, ClusterPubSub, PubSub, PubSubConnection
 from livehub.engines.wire import DeltaBases, decode_info, decode_publication, encode_info, encode_publication
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
@@ -171,6 +182,10 @@ class _Keys:
     def presence_exp(self, ch: str) -> str:
         return f"{self.prefix}:presence-exp:{{{ch}}}"
 
+    @property
+    def control(self) -> bytes:
+        return f"{self.prefix}:control".encode()
+
     def pub(self, ch: str) -> bytes:
         return self._pub + ch.encode() + b"}"
 
@@ -197,6 +212,7 @@ class RedisShard:
             RedisCluster.from_url(url, **common) if config.cluster else Redis(connection_pool=self.pool)
         )
         self._deadline = config.connect_timeout + config.io_timeout
+        self._io_timeout = config.io_timeout
 
     async def call(self, *args: Any) -> Any:
         try:
@@ -210,6 +226,32 @@ class RedisShard:
             return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             return await self.call("EVAL", script.source, len(keys), *keys, *args)
+
+    async def script_many(
+        self, script: _Script, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> None:
+        """Run ``script`` once per ``(keys, args)``: pipelined (one round trip) on a single
+        server, one call at a time on a cluster. Replies are not returned; errors raise."""
+        if isinstance(self.client, RedisCluster):
+            for keys, args in calls:
+                await self.script(script, keys, args)
+            return
+        for attempt in range(2):
+            try:
+                async with asyncio.timeout(self._deadline + self._io_timeout):
+                    pipe = self.client.pipeline(transaction=False)
+                    for keys, args in calls:
+                        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                    replies = await pipe.execute(raise_on_error=False)
+                    if attempt == 0 and any(isinstance(r, NoScriptError) for r in replies):
+                        await self.call("SCRIPT", "LOAD", script.source)
+                        continue
+            except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+                raise EngineUnavailable(f"redis {self.address}: {exc!r}") from exc
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            return
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -249,6 +291,7 @@ class RedisBroker:
         self._publish_cmd = "spublish" if config.cluster else "publish"
         self._handler: BrokerEventHandler | None = None
         self._bases = DeltaBases()
+        self._control_task: asyncio.Task[None] | None = None
 
     def _shard(self, channel: str) -> int:
         return shard_index(channel, len(self._shards))
@@ -256,9 +299,30 @@ class RedisBroker:
     async def start(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
         await asyncio.gather(*(p.start() for p in self.pubsubs))
+        try:
+            await self.pubsubs[0].subscribe(self._keys.control)
+        except EngineUnavailable:
+            self._control_task = asyncio.create_task(self._subscribe_control(), name="livehub-redis-control")
+
+    async def _subscribe_control(self) -> None:
+        """Keep trying until the control channel is subscribed (a plain connection also
+        keeps it among the channels it subscribes again after every reconnect)."""
+        backoff = Backoff(first=0.1)
+        while True:
+            await asyncio.sleep(backoff.next())
+            try:
+                await self.pubsubs[0].subscribe(self._keys.control)
+                return
+            except EngineUnavailable as exc:
+                log.debug("redis: control channel not subscribed yet: %s", exc)
 
     async def close(self) -> None:
         self._handler = None
+        if self._control_task is not None:
+            self._control_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._control_task
+            self._control_task = None
         await asyncio.gather(*(p.close() for p in self.pubsubs))
         await asyncio.gather(*(s.close() for s in self._shards))
         self._bases.clear()
@@ -299,6 +363,9 @@ class RedisBroker:
     async def publish_leave(self, channel: str, info: ClientInfo) -> None:
         await self._send(channel, b"L" + encode_info(info))
 
+    async def publish_control(self, data: bytes) -> None:
+        await self._shards[0].call(self._publish_cmd, self._keys.control, data)
+
     async def _send(self, channel: str, message: bytes) -> None:
         await self._shards[self._shard(channel)].call(self._publish_cmd, self._keys.pub(channel), message)
 
@@ -326,6 +393,9 @@ class RedisBroker:
     def _on_message(self, key: bytes, payload: bytes) -> None:
         handler = self._handler
         if handler is None:
+            return
+        if key == self._keys.control:
+            handler.handle_control(payload)
             return
         channel = self._keys.channel_of(key)
         try:
@@ -366,6 +436,23 @@ class RedisPresenceManager:
 
     async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
         await self._run(channel, PRESENCE_ADD, (client_id, encode_info(info), ms(self.config.presence_ttl)))
+
+    async def refresh_presence(self, entries: Sequence[PresenceEntry]) -> None:
+        """One pipeline per shard (in chunks of 1000), all shards at once."""
+        ttl = ms(self.config.presence_ttl)
+        per_shard: list[list[tuple[Sequence[str], Sequence[Any]]]] = [[] for _ in self._shards]
+        for channel, client_id, info in entries:
+            keys = (self._keys.presence(channel), self._keys.presence_exp(channel))
+            per_shard[shard_index(channel, len(self._shards))].append(
+                (keys, (client_id, encode_info(info), ttl))
+            )
+
+        async def run(shard: RedisShard, calls: list[tuple[Sequence[str], Sequence[Any]]]) -> None:
+            for i in range(0, len(calls), 1000):
+                await shard.script_many(PRESENCE_ADD, calls[i : i + 1000])
+
+        pairs = zip(self._shards, per_shard, strict=True)
+        await asyncio.gather(*(run(shard, calls) for shard, calls in pairs if calls))
 
     async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
         await self._run(channel, PRESENCE_REMOVE, (client_id,))

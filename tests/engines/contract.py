@@ -54,6 +54,7 @@ class Recorder:
     events: list[tuple[str, str, object]] = field(default_factory=list)
     positions: list[StreamPosition] = field(default_factory=list)
     prevs: list[Publication | None] = field(default_factory=list)
+    controls: list[bytes] = field(default_factory=list)
 
     def handle_publication(
         self, channel: str, pub: Publication, sp: StreamPosition, prev: Publication | None
@@ -67,6 +68,9 @@ class Recorder:
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         self.events.append(("leave", channel, info))
+
+    def handle_control(self, data: bytes) -> None:
+        self.controls.append(data)
 
     def pubs(self, channel: str) -> list[Publication]:
         return [e[2] for e in self.events if e[0] == "pub" and e[1] == channel]  # type: ignore[misc]
@@ -96,6 +100,16 @@ class Engine:
     clock: FakeClock | None = None
     #: Removes what the engine left in a shared store (keys, streams) after the test.
     cleanup: Callable[[], Awaitable[None]] | None = None
+    #: Builds another node's broker on the same store (None: a single-process engine).
+    make_peer: Callable[[], Broker] | None = None
+
+    async def peer(self) -> tuple[Broker, Recorder] | None:
+        """Another node on the same engine, started; the caller closes it."""
+        if self.make_peer is None:
+            return None
+        broker, recorder = self.make_peer(), Recorder()
+        await broker.start(recorder)
+        return broker, recorder
 
     async def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass for the engine's TTLs."""
@@ -164,11 +178,18 @@ async def make_engine(name: str, cluster_url: str = "") -> Engine:
         require_service(REDIS_URL, "Redis")
         prefix = unique_prefix()
         urls = redis_urls(name, prefix)
-        engine = Engine(name, *redis_engine(urls), recorder, cleanup=lambda: delete_redis_keys(urls, prefix))
+        engine = Engine(
+            name,
+            *redis_engine(urls),
+            recorder,
+            cleanup=lambda: delete_redis_keys(urls, prefix),
+            make_peer=lambda: redis_engine(urls)[0],
+        )
     elif name == "redis-cluster":
         from livehub.engines.redis import from_url as redis_engine
 
-        engine = Engine(name, *redis_engine(f"{cluster_url}?cluster=1&prefix={unique_prefix()}"), recorder)
+        url = f"{cluster_url}?cluster=1&prefix={unique_prefix()}"
+        engine = Engine(name, *redis_engine(url), recorder, make_peer=lambda: redis_engine(url)[0])
     elif name == "nats":
         from livehub.engines.nats import delete_streams
         from livehub.engines.nats import from_url as nats_engine
@@ -176,7 +197,13 @@ async def make_engine(name: str, cluster_url: str = "") -> Engine:
         require_service(NATS_URL, "NATS")
         prefix = unique_prefix()
         url = f"{NATS_URL}?prefix={prefix}&storage=memory"
-        engine = Engine(name, *nats_engine(url), recorder, cleanup=lambda: delete_streams(url))
+        engine = Engine(
+            name,
+            *nats_engine(url),
+            recorder,
+            cleanup=lambda: delete_streams(url),
+            make_peer=lambda: nats_engine(url)[0],
+        )
     else:
         raise ValueError(f"unknown engine {name!r}")
     await engine.broker.start(recorder)
@@ -469,6 +496,37 @@ class BrokerContract:
         _, top = await engine.broker.history(ch, HistoryOptions())
         assert top.offset == 0  # join/leave are not publications
 
+    # -- control messages: to every node, whatever it is subscribed to
+
+    async def test_control_reaches_the_sender_without_any_subscription(self, engine: Engine) -> None:
+        await engine.broker.publish_control(b"\x00one")
+        await engine.broker.publish_control(b"two")
+        await engine.handler.wait_for(lambda: len(engine.handler.controls) >= 2)
+        assert engine.handler.controls == [b"\x00one", b"two"]
+        assert engine.handler.events == []  # not a channel event
+
+    async def test_control_reaches_every_node_in_order(self, engine: Engine) -> None:
+        """Each node gets every node's control messages, each sender's in its order. A
+        single-process engine has no other node: its messages come back to itself only."""
+        peer = await engine.peer()
+        try:
+            messages = [f"a{i}".encode() for i in range(20)]
+            for message in messages:
+                await engine.broker.publish_control(message)
+            await engine.handler.wait_for(lambda: len(engine.handler.controls) >= 20)
+            assert engine.handler.controls == messages
+            if peer is None:
+                return
+            broker, recorder = peer
+            await recorder.wait_for(lambda: len(recorder.controls) >= 20)
+            assert recorder.controls == messages
+            await broker.publish_control(b"from-peer")
+            await engine.handler.wait_for(lambda: b"from-peer" in engine.handler.controls)
+            await recorder.wait_for(lambda: b"from-peer" in recorder.controls)
+        finally:
+            if peer is not None:
+                await peer[0].close()
+
     # -- idempotency and deltas
 
     async def test_idempotent_publish_is_a_noop_the_second_time(self, engine: Engine) -> None:
@@ -604,6 +662,25 @@ class PresenceContract:
         await engine.presence.add_presence(ch, "a1", ClientInfo("", "a1"))
         await engine.presence.add_presence(ch, "a2", ClientInfo("", "a2"))
         assert await engine.presence.presence_stats(ch) == PresenceStats(2, 1)
+
+    async def test_refresh_keeps_entries_as_they_are(self, engine: Engine) -> None:
+        a, b = channel_name(), channel_name()
+        await engine.presence.add_presence(a, "c1", ALICE)
+        await engine.presence.add_presence(a, "c3", BOB)
+        await engine.presence.add_presence(b, "c1", ALICE)
+        await engine.presence.refresh_presence([(a, "c1", ALICE), (a, "c3", BOB), (b, "c1", ALICE)])
+        await engine.presence.refresh_presence([])
+        assert await engine.presence.presence(a) == {"c1": ALICE, "c3": BOB}
+        assert await engine.presence.presence(b) == {"c1": ALICE}
+
+    async def test_refresh_of_many_channels(self, engine: Engine) -> None:
+        channels = [channel_name() for _ in range(50)]
+        entries = [(ch, f"c{i}", ClientInfo(f"u{i}", f"c{i}")) for i, ch in enumerate(channels)]
+        for entry in entries:
+            await engine.presence.add_presence(*entry)
+        await engine.presence.refresh_presence(entries)
+        for ch, client, info in entries:
+            assert await engine.presence.presence(ch) == {client: info}
 
 
 __all__ = ["ENGINES", "BrokerContract", "Engine", "PresenceContract", "make_engine"]

@@ -118,6 +118,7 @@ async def test_unreachable_nats_fails_fast() -> None:
             broker.history("ch", ALL),
             broker.subscribe("ch"),
             broker.publish_leave("ch", ClientInfo("u", "c")),
+            broker.publish_control(b"x"),
         ):
             started = time.monotonic()
             with pytest.raises(EngineUnavailable):

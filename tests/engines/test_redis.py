@@ -170,7 +170,9 @@ async def test_unreachable_redis_fails_fast() -> None:
             broker.history("ch", ALL),
             broker.publish_join("ch", ALICE),
             broker.subscribe("ch"),
+            broker.publish_control(b"x"),
             presence.add_presence("ch", "c1", ALICE),
+            presence.refresh_presence([("ch", "c1", ALICE)]),
             presence.presence("ch"),
         ]
         for call in calls:
@@ -259,6 +261,28 @@ async def test_presence_of_a_dead_node_expires(prefix: str) -> None:
         assert (await presence.presence_stats(ch)).num_clients == 1
     finally:
         await broker.close()
+        await presence.close()
+
+
+async def test_refreshed_presence_outlives_the_ttl_and_comes_back_after_a_loss(
+    prefix: str, admin: aioredis.Redis
+) -> None:
+    """What a live node does every presence_update_interval: its clients stay, even after
+    the presence keys were lost; entries it stopped refreshing (a dead node's) expire."""
+    _, presence = from_url(f"{REDIS_URL}/0?prefix={prefix}&presence_ttl=1s")
+    try:
+        ch = channel_name()
+        await presence.add_presence(ch, "c1", ALICE)
+        await presence.add_presence(ch, "dead", ClientInfo("bob", "dead"))
+        for _ in range(4):
+            await asyncio.sleep(0.4)
+            await presence.refresh_presence([(ch, "c1", ALICE)])
+        assert set(await presence.presence(ch)) == {"c1"}
+        await admin.delete(f"{prefix}:presence:{{{ch}}}", f"{prefix}:presence-exp:{{{ch}}}")
+        await admin.script_flush()  # the pipeline must load its script again
+        await presence.refresh_presence([(ch, "c1", ALICE)])
+        assert await presence.presence(ch) == {"c1": ALICE}
+    finally:
         await presence.close()
 
 
