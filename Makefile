@@ -3,8 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The official centrifuge SDK, bundled for the demo pages (built, never committed)
+BUNDLE := livehub/demos/static/vendor/centrifuge.js
 
-.PHONY: run test lint typecheck unit peers install clean
+.PHONY: run test lint typecheck unit peers browser frontend install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,11 +17,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Serve the demo app on the in-memory engine at http://127.0.0.1:8000
-run: $(STAMP)
+run: $(STAMP) $(BUNDLE)
 	$(BIN)/livehub serve --config examples/demo.toml --host localhost --port 8000
 
 ## Lint, type-check and run the whole test suite (provisions what the tests need)
-test: $(STAMP) peers
+test: $(STAMP) peers $(BUNDLE) browser
 	$(BIN)/ruff check livehub tests
 	$(BIN)/ruff format --check livehub tests
 	$(BIN)/mypy livehub
@@ -32,6 +34,22 @@ lint:
 ## Download the official SDKs the conformance tests run (cached in .cache/)
 peers: $(STAMP)
 	bash scripts/provision_peers.sh
+
+## Build the browser bundle of the centrifuge SDK for the demo pages (npm ci + esbuild)
+frontend: $(BUNDLE)
+
+$(BUNDLE): frontend/package.json frontend/package-lock.json frontend/src/centrifuge.js frontend/build.sh
+	bash frontend/build.sh
+
+## Install Debian's Chromium for the browser tests (tests/browser) when it is missing
+browser:
+	bash scripts/provision_browser.sh
+
+## Benchmark livehub next to the anchors of ../shared/bench: table in docs/bench (~30 min; QUICK=1: ~5 min)
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
 from livehub import __version__
+from livehub.demos import install as install_demos
 from livehub.http_api import api_router
 from livehub.hub import Hub
 from livehub.settings import Settings
@@ -58,11 +59,18 @@ code{background:#eef1f6;padding:.1rem .3rem;border-radius:4px}</style></head>
 <ul>
 <li>Client endpoint: <code>ws://HOST/connection/websocket</code> (centrifuge-js, centrifuge-python)</li>
 <li>Seed examples: <code>/ws</code>, <code>/chat</code>, <code>/echo</code></li>
+<li>Demos: run with <code>examples/demo.toml</code> (<code>make run</code>)</li>
 </ul></body></html>"""
 
 
-def create_app(settings: Settings | None = None, hub: Hub | None = None) -> FastAPI:
-    """The standalone app: the hub's router (client endpoint, AsyncAPI), seed examples, home page."""
+def create_app(
+    settings: Settings | None = None, hub: Hub | None = None, demos: bool | None = None
+) -> FastAPI:
+    """The standalone app: the hub's router (client endpoint, AsyncAPI), seed examples, home page.
+
+    ``demos`` adds the demo pages (``livehub.demos``); by default only in ``client.insecure``
+    mode, since their token route lets anyone connect as any user.
+    """
     hub = hub or Hub(settings)
     app = FastAPI(title="livehub", version=__version__)
     app.state.hub = hub
@@ -70,9 +78,14 @@ def create_app(settings: Settings | None = None, hub: Hub | None = None) -> Fast
     app.include_router(hub.router)
     app.include_router(api_router(hub.node))
     add_seed_endpoints(app)
+    if demos is None:
+        demos = hub.settings.client.insecure
+    if demos:
+        install_demos(app, hub)  # its home page at /, the demos under /demos
+    else:
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def home() -> str:
-        return HOME
+        @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+        async def home() -> str:
+            return HOME
 
     return app

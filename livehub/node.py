@@ -107,6 +107,8 @@ class Node:
         self.subscribe_hook: SubscribeHook | None = None
         self.publish_hook: PublishHook | None = None
         self.disconnect_hook: DisconnectHook | None = None
+        #: Counters for dashboards: publications made through this node, and messages queued to clients.
+        self.publications = 0
         self.deliveries = 0
         self.cluster = Cluster(self)
 
@@ -260,6 +262,7 @@ class Node:
         if self.data_validator is not None:
             data = self.data_validator(channel, data)
         history = opts.history_enabled and not skip_history
+        self.publications += 1
         sp, _ = await self.broker.publish(
             channel,
             data,

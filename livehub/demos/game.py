@@ -1,0 +1,136 @@
+"""Tic-tac-toe where the server is the authority.
+
+Players call RPCs (``game.join``, ``game.move``, ``game.restart``, ``game.state``) with
+Pydantic-validated requests; the server checks every move and publishes the new state to
+``game.<table>``, which players and spectators subscribe to. Seats belong to user ids, so
+a player who reloads the page gets the state back from ``game.state`` and keeps the seat;
+a seat whose player has left the table (presence) can be taken. The page is ``static/game.js``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+from livehub import Error, Hub, Session
+from livehub.demos.common import SERVER_ONLY
+
+Mark = Literal["X", "O"]
+Cell = Literal["", "X", "O"]
+LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
+MARKS: tuple[Mark, Mark] = ("X", "O")
+MAX_TABLES = 100
+empty: Cell = ""
+
+
+class TableRequest(BaseModel):
+    table: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] = "main"
+
+
+class MoveRequest(TableRequest):
+    cell: Annotated[int, Field(ge=0, le=8)]
+
+
+class GameState(BaseModel):
+    table: str
+    board: list[Cell] = Field(default_factory=lambda: [empty] * 9)
+    players: dict[Mark, str] = Field(default_factory=lambda: dict.fromkeys(MARKS, ""))
+    turn: Mark = "X"
+    winner: Literal["", "X", "O", "draw"] = ""
+    line: list[int] = []
+    #: Bumped on every change: the page ignores states older than the one it shows.
+    version: int = 0
+
+
+def outcome(board: list[Cell]) -> tuple[Literal["", "X", "O", "draw"], list[int]]:
+    for a, b, c in LINES:
+        if board[a] and board[a] == board[b] == board[c]:
+            return board[a], [a, b, c]
+    return ("draw", []) if all(board) else ("", [])
+
+
+def setup(hub: Hub) -> None:
+    tables: OrderedDict[str, GameState] = OrderedDict()
+
+    def get_table(name: str) -> GameState:
+        if name not in tables:
+            tables[name] = GameState(table=name)
+            while len(tables) > MAX_TABLES:
+                tables.popitem(last=False)  # forget the least recently played table
+        tables.move_to_end(name)
+        return tables[name]
+
+    async def publish(game: GameState) -> GameState:
+        game.version += 1
+        await hub.publish(f"game.{game.table}", game)
+        return game
+
+    def player(client: Session) -> str:
+        if not client.user:
+            raise Error(101, "unauthorized: pick a name first")
+        return client.user
+
+    hub.channel("game.{table}", model=GameState, description="State of one tic-tac-toe table")
+
+    @hub.on_publish("game.{table}")
+    async def read_only(client: Session, data: GameState, table: str) -> None:
+        raise SERVER_ONLY
+
+    @hub.rpc("game.state")
+    async def state(client: Session, request: TableRequest) -> GameState:
+        """The table as it is now (what a page shows after a reload)."""
+        return get_table(request.table)
+
+    @hub.rpc("game.join")
+    async def join(client: Session, request: TableRequest) -> GameState:
+        """Take a free seat (or one whose player has left); spectators get the state."""
+        user, game = player(client), get_table(request.table)
+        if user in game.players.values():
+            return game
+        try:
+            here = {info.user for info in (await hub.presence(f"game.{game.table}")).values()}
+        except Error:  # no presence in this namespace: seats are never given away
+            here = set(game.players.values())
+        for mark in MARKS:
+            if not game.players[mark] or game.players[mark] not in here:
+                game.players[mark] = user
+                return await publish(game)
+        return game
+
+    @hub.rpc("game.move")
+    async def move(client: Session, request: MoveRequest) -> GameState:
+        """Put the caller's mark in a cell, if it is their turn and the cell is free."""
+        user, game = player(client), get_table(request.table)
+        if game.winner:
+            raise Error(409, "the game is over: start a new one")
+        if game.players[game.turn] != user:
+            raise Error(403, "not your turn" if user in game.players.values() else "take a seat first")
+        if game.board[request.cell]:
+            raise Error(409, "that cell is taken")
+        game.board[request.cell] = game.turn
+        game.winner, game.line = outcome(game.board)
+        game.turn = "O" if game.turn == "X" else "X"
+        return await publish(game)
+
+    @hub.rpc("game.restart")
+    async def restart(client: Session, request: TableRequest) -> GameState:
+        """A new round at the same table; the players swap marks."""
+        user, game = player(client), get_table(request.table)
+        if user not in game.players.values():
+            raise Error(403, "only players can restart")
+        fresh = GameState(table=game.table, players={"X": game.players["O"], "O": game.players["X"]})
+        fresh.version = game.version
+        tables[game.table] = fresh
+        return await publish(fresh)
+
+    @hub.rpc("game.leave")
+    async def leave(client: Session, request: TableRequest) -> GameState:
+        """Give the caller's seat up."""
+        user, game = player(client), get_table(request.table)
+        for mark, holder in game.players.items():
+            if holder == user:
+                game.players[mark] = ""
+                return await publish(game)
+        return game
