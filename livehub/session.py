@@ -87,6 +87,11 @@ class Subscription:
 
 
 class Session:
+    __slots__ = (
+        "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "connected", "closed",
+        "credentials", "_connect_failed", "_expires_at", "_loop", "_timers", "_joins",
+    )  # fmt: skip
+
     def __init__(
         self, node: Node, transport: Transport, credentials: Credentials | Error | Disconnect | None = None
     ) -> None:
@@ -105,6 +110,7 @@ class Session:
         self._expires_at = 0
         self._loop = asyncio.get_running_loop()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._joins: list[str] = []
         #: From the app's connect hook, resolved at the HTTP upgrade; a JWT in ``connect`` wins.
         self.credentials = credentials
 
@@ -296,7 +302,6 @@ class Session:
         if self.user and cfg.subscribe_to_user_personal_channel.enabled:
             channels = [node.rules.personal_channel(self.user), *channels]
         subs: dict[str, Any] = {}
-        self._joins: list[str] = []
         for channel in dict.fromkeys(channels):
             opts = node.rules.options(channel)
             recovery = req.subs.get(channel, Recovery(False, 0, ""))
