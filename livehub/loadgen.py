@@ -1,199 +1,30 @@
-"""A small client of the protocol for the command line: tokens, ``livehub sub`` and ``livehub bench``.
+"""``livehub bench``'s load generator, for a livehub running on this machine.
 
-``bench`` is a load generator for a livehub running on this machine: N subscribers on one
-channel, one publisher on the server HTTP API, and the time from publish to receipt measured
-with a timestamp carried in each publication. It is a tool for users sizing a deployment, not
-the project's benchmark: one Python process drives every connection, so past some tens of
-thousands of deliveries per second the generator, not the server, is what is measured.
+N subscribers on one channel, one publisher on the server HTTP API, and the time from publish to
+receipt measured with a timestamp carried in each publication. It is a tool for users sizing a
+deployment, not the project's benchmark: one Python process drives every connection, so past some
+tens of thousands of deliveries per second the generator, not the server, is what is measured.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import math
 import resource
 import socket
 import time
 import uuid
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import jwt
 import orjson
-from jwt.warnings import InsecureKeyLengthWarning
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
-from livehub.settings import Settings
-
-# -- tokens
-
-
-def mint_token(
-    secret: str, user: str, *, channel: str = "", ttl: int = 0, info: Any = None, channels: Any = None
-) -> str:
-    """An HS256 JWT: a connection token, or with ``channel`` a subscription token; ttl 0 never expires."""
-    now = int(time.time())
-    claims: dict[str, Any] = {"sub": user, "iat": now}
-    if ttl > 0:
-        claims["exp"] = now + ttl
-    if channel:
-        claims["channel"] = channel
-    if info is not None:
-        claims["info"] = info
-    if channels:
-        claims["channels"] = channels
-    with warnings.catch_warnings():  # a short secret is the server's choice (the SDK tests use "secret")
-        warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-        return jwt.encode(claims, secret, algorithm="HS256")
-
-
-def subscription_secret(settings: Settings) -> str:
-    """The key subscription tokens are checked with: its own when enabled, else the connection one."""
-    sub = settings.client.subscription_token
-    if sub.enabled and sub.hmac_secret_key:
-        return sub.hmac_secret_key
-    return settings.client.token.hmac_secret_key
-
-
-# -- URLs
-
-
-def _loopback_for(address: str) -> str:
-    """Where to reach a server listening on ``address`` from this machine."""
-    if address in ("", "0.0.0.0", "localhost"):
-        return "127.0.0.1"
-    if address == "::":
-        return "[::1]"
-    return f"[{address}]" if ":" in address else address
-
-
-def server_urls(settings: Settings) -> tuple[str, str]:
-    """(WebSocket URL, HTTP API URL) of the server a config describes, as seen from this machine."""
-    host = _loopback_for(settings.http_server.address)
-    port = settings.http_server.port or 8000
-    ws = f"ws://{host}:{port}{settings.websocket.handler_prefix}"
-    api = f"http://{host}:{port}{settings.http_api.handler_prefix.rstrip('/')}"
-    return ws, api
-
-
-def api_url_for(ws_url: str, prefix: str = "/api") -> str:
-    """The HTTP API next to a WebSocket endpoint: same host and port, path ``prefix``."""
-    parts = urlsplit(ws_url)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, prefix.rstrip("/"), "", ""))
-
-
-def is_loopback(host: str) -> bool:
-    """True if ``host`` is a loopback address or a name resolving only to loopback addresses."""
-    host = host.strip("[]")
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos)
-
-
-# -- the protocol, client side
-
-
-class ProtocolError(Exception):
-    """The server refused: an error reply, or the connection closed with a code."""
-
-
-def close_reason(exc: ConnectionClosed) -> str:
-    rcvd = exc.rcvd
-    if rcvd is None:
-        return "the connection was lost"
-    return f"{rcvd.code} {rcvd.reason}".strip()
-
-
-async def open_client(
-    url: str,
-    channel: str,
-    *,
-    token: str = "",
-    sub_token: str = "",
-    name: str = "livehub-cli",
-    join_leave: bool = False,
-    open_timeout: float = 10.0,
-    loopback_only: bool = False,
-) -> tuple[ClientConnection, dict[str, Any], list[dict[str, Any]]]:
-    """Connect and subscribe to ``channel``; returns the socket, the connect result and any
-    pushes that came with the replies. Raises ProtocolError (refused), OSError (unreachable)."""
-    try:
-        ws = await connect(
-            url,
-            open_timeout=open_timeout,
-            ping_interval=None,  # the protocol has its own pings
-            compression=None,
-            max_size=None,
-            max_queue=None if loopback_only else 64,
-            proxy=None if loopback_only else True,
-            user_agent_header="livehub-cli",
-        )
-    except (InvalidURI, InvalidHandshake) as exc:
-        raise ProtocolError(str(exc)) from None
-    connect_req: dict[str, Any] = {"name": name}
-    if token:
-        connect_req["token"] = token
-    sub_req: dict[str, Any] = {"channel": channel}
-    if sub_token:
-        sub_req["token"] = sub_token
-    if join_leave:
-        sub_req["join_leave"] = True
-    frame = orjson.dumps({"id": 1, "connect": connect_req}) + b"\n"
-    frame += orjson.dumps({"id": 2, "subscribe": sub_req})
-    pushes: list[dict[str, Any]] = []
-    result: dict[str, Any] = {}
-    try:
-        await ws.send(frame.decode())
-        pending = {1, 2}
-        async with asyncio.timeout(open_timeout):
-            while pending:
-                for msg in decode_frame(await ws.recv()):
-                    msg_id = msg.get("id")
-                    if msg_id in pending:
-                        pending.discard(msg_id)
-                        error = msg.get("error")
-                        if error:
-                            what = "connect" if msg_id == 1 else f"subscribe to {channel!r}"
-                            raise ProtocolError(f"{what}: error {error.get('code')}: {error.get('message')}")
-                        if msg_id == 1:
-                            result = msg.get("connect", {})
-                    elif "push" in msg:
-                        pushes.append(msg["push"])
-                    elif not msg and result.get("pong"):
-                        await ws.send("{}")
-    except ConnectionClosed as exc:
-        raise ProtocolError(f"the server closed the connection: {close_reason(exc)}") from None
-    except TimeoutError:
-        await ws.close()
-        raise ProtocolError(f"no reply to connect/subscribe within {open_timeout:g}s") from None
-    except BaseException:
-        await ws.close()
-        raise
-    return ws, result, pushes
-
-
-def decode_frame(frame: str | bytes) -> list[dict[str, Any]]:
-    """The messages of one frame (newline-separated JSON); ``{}`` is a server ping."""
-    if isinstance(frame, bytes):
-        frame = frame.decode()
-    return [orjson.loads(line) for line in frame.split("\n") if line.strip()]
-
-
-# -- bench
+from livehub.wsclient import ProtocolError, open_client
 
 
 class BenchError(Exception):

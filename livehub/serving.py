@@ -39,6 +39,7 @@ from fastapi import FastAPI
 
 from livehub.node import Node
 from livehub.settings import load_settings
+from livehub.transport import ClientEndpoint
 
 log = logging.getLogger("livehub.serving")
 
@@ -63,6 +64,31 @@ def node_name(port: int, worker: int | None = None) -> str:
     return name if worker is None else f"{name}_{worker}"
 
 
+class DrainingServer(uvicorn.Server):
+    """Closes clients with 3001 (reconnect elsewhere) before uvicorn closes them with 1012."""
+
+    def __init__(self, config: uvicorn.Config, node: Node) -> None:
+        super().__init__(config)
+        self.node = node
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.node.drain()
+        await super().shutdown(sockets)
+
+
+def draining_server(app: FastAPI, node: Node, log_level: str) -> DrainingServer:
+    """uvicorn serving ``app`` as ``livehub serve`` and its workers do."""
+    config = uvicorn.Config(
+        ClientEndpoint(app, node),  # the client endpoint skips routing and middleware
+        ws_max_size=node.settings.websocket.message_size_limit,
+        ws_ping_interval=None,  # the protocol has its own pings
+        ws_per_message_deflate=False,
+        log_level=log_level.lower(),
+        lifespan="on",
+    )
+    return DrainingServer(config, node)
+
+
 def _die_with_parent(parent: int) -> None:
     """Linux: SIGTERM this process when the parent dies, even by SIGKILL."""
     if sys.platform.startswith("linux"):
@@ -82,22 +108,10 @@ def _worker(sockets: list[socket.socket], log_level: str, index: int, parent: in
     logging.basicConfig(
         level=log_level.upper(), format=f"%(asctime)s %(levelname)s [w{index}] %(name)s: %(message)s"
     )
-    from livehub.cli import DrainingServer
-    from livehub.transport import ClientEndpoint
-
     app = app_from_env()
     node: Node = app.state.node
     node.name = node_name(sockets[0].getsockname()[1], index)
-    settings = node.settings
-    config = uvicorn.Config(
-        ClientEndpoint(app, node),  # the client endpoint skips routing and middleware
-        ws_max_size=settings.websocket.message_size_limit,
-        ws_ping_interval=None,  # the protocol has its own pings
-        ws_per_message_deflate=False,
-        log_level=log_level.lower(),
-        lifespan="on",
-    )
-    server = DrainingServer(config, node)
+    server = draining_server(app, node, log_level)
     asyncio.run(server.serve(sockets=sockets))
     if not server.started:
         sys.exit(STARTUP_FAILURE)

@@ -1,0 +1,3 @@
+from livehub.cli import main
+
+main()
