@@ -3,10 +3,13 @@
 ``ns:room`` is in namespace ``ns``; a name without the boundary is in the default
 namespace. ``$`` marks a private channel (subscription token required). ``#`` starts
 the list of users allowed in a user-limited channel: ``dialog#42,43``, and ``#42`` is
-user 42's personal channel.
+user 42's personal channel. The server API's ``channels`` filters names with :func:`glob`.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 from livehub.protocol.codes import ERROR_BAD_REQUEST, ERROR_UNKNOWN_CHANNEL
 from livehub.settings import NamespaceOptions, Settings
@@ -50,3 +53,43 @@ class ChannelRules:
 
     def personal_channel(self, user: str) -> str:
         return f"{self.user_boundary}{user}"
+
+
+def glob(pattern: str) -> Callable[[str], bool]:
+    """A matcher for channel names, with Centrifugo's pattern syntax (gobwas/glob).
+
+    ``*``, ``?``, ``[a-z]``, ``[!a]``, ``{a,b}`` and ``\\`` to escape; ``*`` also matches
+    ``:`` and ``#``. A pattern with an unclosed ``{`` matches only itself.
+    """
+    out: list[str] = []
+    depth = 0
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\").replace("[", "\\[") + "]")
+            i = end
+        elif c == "{":
+            depth += 1
+            out.append("(?:")
+        elif c == "}" and depth:
+            depth -= 1
+            out.append(")")
+        elif c == "," and depth:
+            out.append("|")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    regex = re.compile(re.escape(pattern) if depth else "".join(out), re.DOTALL)
+    return lambda name: regex.fullmatch(name) is not None

@@ -3,20 +3,22 @@
 Nodes sharing an engine (Redis, NATS) see each other's publications through the broker.
 What else must reach every node travels as a *control message*
 (``Broker.publish_control``): server API and ``Hub`` commands aimed at a user's
-connections, which may be on any node, and each node's announcement of itself. A control
-message is a JSON object ``{"n": <sender node uid>, "t": <type>, ...}``; nodes ignore
-their own (they act locally before sending) and types they do not know::
+connections, which may be on any node (``livehub.control``), and each node's announcement
+of itself. A control message is a JSON object ``{"n": <sender node uid>, "t": <type>, ...}``;
+nodes ignore their own (they act locally before sending) and types they do not know::
 
     node         {"info": {uid, name, version, num_clients, num_users, num_subs,
                   num_channels, uptime}}               every NODE_INFO_INTERVAL seconds
     leave        {}                                    the node is stopping
     disconnect   {user, client, session, all_users, whitelist, code, reason}
-    subscribe    {user, channel, client, session, all_users, info, data, expire_at,
+    subscribe    {user, client, session, all_users, channel, info, data, expire_at,
                   since: [offset, epoch] | null, overrides: {force_recovery, ...}}
-    unsubscribe  {user, channel, client, session, all_users}
+    unsubscribe  {user, client, session, all_users, channel}
     refresh      {user, client, session, all_users, expired, expire_at, info}
 
-(``info``/``data`` hold the raw JSON as text.) A node that was not heard from for
+(``info``/``data`` hold the raw JSON as text; ``code`` 0 is the default disconnect.) A
+command is applied as it arrives when it takes effect at once (disconnect, refresh), and
+in a task of its own otherwise. A node that was not heard from for
 NODE_INFO_MAX_DELAY seconds is dropped from the list ``info`` reports.
 
 Periodic jobs, one task each per node, none with the memory engine (one process: nothing
@@ -45,10 +47,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from livehub.control import InstantCommand, command_from_wire
 from livehub.engines.base import EngineUnavailable, PresenceEntry
 from livehub.engines.memory import MemoryBroker, MemoryPresenceManager
-from livehub.models import StreamPosition
-from livehub.protocol.codes import Disconnect, Error
+from livehub.protocol.codes import Error
 
 if TYPE_CHECKING:
     from livehub.node import Node
@@ -63,14 +65,6 @@ NODE_INFO_MAX_DELAY = 2 * NODE_INFO_INTERVAL + 1.0
 POSITION_LAG_GRACE = 2.0
 #: Stream tops read at once by the position check.
 POSITION_CHECK_CONCURRENCY = 32
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
-
-
-def _raw(value: Any) -> bytes | None:
-    return value.encode() if isinstance(value, str) else None
 
 
 class Cluster:
@@ -185,10 +179,16 @@ class Cluster:
             message = orjson.loads(data)
             if not isinstance(message, dict) or message.get("n") == self.node.id:
                 return
-            kind = message.get("t")
-            handler = getattr(self, f"_on_{kind}", None) if isinstance(kind, str) else None
-            if handler is not None:
-                handler(message)
+            command = command_from_wire(message)
+            if isinstance(command, InstantCommand):
+                command.apply_now(self.node)
+            elif command is not None:
+                self.spawn(self._guarded(command.kind, command.apply(self.node)))
+            else:
+                kind = message.get("t")
+                handler = getattr(self, f"_on_{kind}", None) if isinstance(kind, str) else None
+                if handler is not None:
+                    handler(message)
         except Exception as exc:
             log.warning("dropped a control message %.100r: %r", data, exc)
 
@@ -199,65 +199,6 @@ class Cluster:
 
     def _on_leave(self, message: dict[str, Any]) -> None:
         self.peers.pop(str(message["n"]), None)
-
-    def _on_disconnect(self, m: dict[str, Any]) -> None:
-        code, reason = m.get("code", 0), m.get("reason", "")
-        self.node.local_disconnect(
-            m["user"],
-            Disconnect(code, reason) if code else None,
-            m.get("client", ""),
-            m.get("session", ""),
-            m.get("whitelist") or [],
-            bool(m.get("all_users")),
-        )
-
-    def _on_refresh(self, m: dict[str, Any]) -> None:
-        self.node.local_refresh(
-            m["user"],
-            m.get("client", ""),
-            m.get("session", ""),
-            bool(m.get("expired")),
-            int(m.get("expire_at", 0)),
-            _raw(m.get("info")),
-            bool(m.get("all_users")),
-        )
-
-    def _on_subscribe(self, m: dict[str, Any]) -> None:
-        since = m.get("since")
-        overrides = m.get("overrides") or {}
-        self.spawn(
-            self._guarded(
-                "subscribe",
-                self.node.local_subscribe(
-                    m["user"],
-                    m["channel"],
-                    client=m.get("client", ""),
-                    session=m.get("session", ""),
-                    all_users=bool(m.get("all_users")),
-                    info=_raw(m.get("info")),
-                    data=_raw(m.get("data")),
-                    expire_at=int(m.get("expire_at", 0)),
-                    recover_since=None if since is None else StreamPosition(int(since[0]), str(since[1])),
-                    push_join_leave=overrides.get("force_push_join_leave"),
-                    force_recovery=overrides.get("force_recovery"),
-                    force_positioning=overrides.get("force_positioning"),
-                ),
-            )
-        )
-
-    def _on_unsubscribe(self, m: dict[str, Any]) -> None:
-        self.spawn(
-            self._guarded(
-                "unsubscribe",
-                self.node.local_unsubscribe(
-                    m["user"],
-                    m["channel"],
-                    m.get("client", ""),
-                    m.get("session", ""),
-                    bool(m.get("all_users")),
-                ),
-            )
-        )
 
     async def _guarded(self, what: str, op: Coroutine[Any, Any, Any]) -> None:
         try:

@@ -56,6 +56,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from livehub import control
 from livehub.engines.base import EngineUnavailable
 from livehub.models import Publication, StreamPosition
 from livehub.node import Node
@@ -405,33 +406,31 @@ async def broadcast(node: Node, req: BroadcastRequest) -> dict[str, Any]:
     return {"responses": list(await asyncio.gather(*(one(ch) for ch in req.channels)))}
 
 
-def _override(value: BoolValue | None) -> bool | None:
-    return None if value is None else value.value
+def _target(req: Target) -> control.Target:
+    return control.Target(req.user, req.client, req.session, req.all_users)
 
 
 async def subscribe(node: Node, req: SubscribeRequest) -> dict[str, Any]:
     channel = _channel(node, req.channel)
     override = req.override or SubscribeOverride()
     since = req.recover_since
-    await node.server_subscribe(
-        req.user,
-        channel,
-        client=req.client,
-        session=req.session,
-        all_users=req.all_users,
-        info=_payload(req, "info", "b64info"),
-        data=_payload(req, "data", "b64data"),
-        expire_at=req.expire_at,
-        recover_since=None if since is None else StreamPosition(since.offset, since.epoch),
-        push_join_leave=_override(override.force_push_join_leave),
-        force_recovery=_override(override.force_recovery),
-        force_positioning=_override(override.force_positioning),
+    values: dict[str, BoolValue | None] = {name: getattr(override, name) for name in control.OVERRIDES}
+    await node.command(
+        control.Subscribe(
+            _target(req),
+            channel,
+            info=_payload(req, "info", "b64info"),
+            data=_payload(req, "data", "b64data"),
+            expire_at=req.expire_at,
+            recover_since=None if since is None else StreamPosition(since.offset, since.epoch),
+            overrides={name: value.value for name, value in values.items() if value is not None},
+        )
     )
     return {}
 
 
 async def unsubscribe(node: Node, req: UnsubscribeRequest) -> dict[str, Any]:
-    await node.server_unsubscribe(req.user, req.channel, req.client, req.session, req.all_users)
+    await node.command(control.Unsubscribe(_target(req), req.channel))
     return {}
 
 
@@ -442,15 +441,13 @@ async def disconnect(node: Node, req: DisconnectRequest) -> dict[str, Any]:
         if not 3000 <= code <= 4999 or len(reason.encode()) > 123:  # a valid WebSocket close
             raise ERROR_BAD_REQUEST
         custom = Disconnect(code, reason)
-    await node.disconnect_user(req.user, custom, req.client, req.session, req.whitelist, req.all_users)
+    await node.command(control.DisconnectUser(_target(req), custom, frozenset(req.whitelist)))
     return {}
 
 
 async def refresh(node: Node, req: RefreshRequest) -> dict[str, Any]:
     info = _json(req.info) if "info" in req.model_fields_set else None
-    await node.refresh_user(
-        req.user, req.client, req.session, req.expired, req.expire_at, info, req.all_users
-    )
+    await node.command(control.Refresh(_target(req), req.expired, req.expire_at, info))
     return {}
 
 

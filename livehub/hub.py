@@ -26,6 +26,7 @@ from fastapi import APIRouter, Depends, FastAPI, WebSocket
 from pydantic import BaseModel, ValidationError
 
 from livehub.asyncapi import asyncapi_document
+from livehub.control import DisconnectUser, Subscribe, Target, Unsubscribe
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.node import Node
 from livehub.protocol.codes import Disconnect, Error
@@ -336,15 +337,15 @@ class Hub:
 
     def disconnect(self, user: str, code: int = 3503, reason: str = "force disconnect") -> int:
         """Close every connection of a user; returns how many there were on this node."""
-        return self.node.server_disconnect(user, Disconnect(code, reason))
+        return self.node.command_soon(DisconnectUser(Target(user), Disconnect(code, reason)))
 
     async def subscribe(self, user: str, channel: str, data: Any = None) -> None:
         """Subscribe every connection of a user to a channel, server-side (a ``subscribe`` push)."""
-        await self.node.server_subscribe(user, channel, data=None if data is None else _json(data))
+        await self.node.command(Subscribe(Target(user), channel, data=None if data is None else _json(data)))
 
     async def unsubscribe(self, user: str, channel: str) -> None:
         """Take every connection of a user out of a channel (an ``unsubscribe`` push, code 2000)."""
-        await self.node.server_unsubscribe(user, channel)
+        await self.node.command(Unsubscribe(Target(user), channel))
 
     async def asyncapi(self) -> dict[str, Any]:
         """The AsyncAPI 3 document of this hub's channels and RPC methods."""

@@ -4,9 +4,10 @@ A publication reaches the node once (from its broker) and is encoded once per fo
 is sent in — plain, or a fossil delta for subscribers that negotiated it — and the same
 string is queued to every local subscriber. Fan-out never awaits a subscriber.
 
-Several nodes on one shared engine (processes, machines) behave as one hub: the
-``server_*`` operations act on the connections of this node and, through the broker's
-control channel, of every other (``livehub.cluster``); ``info`` lists every live node.
+Several nodes on one shared engine (processes, machines) behave as one hub: a command
+for a user's connections (``livehub.control``, given with ``command``) acts on those of
+this node and, through the broker's control channel, of every other (``livehub.cluster``);
+``info`` lists every live node.
 """
 
 from __future__ import annotations
@@ -23,14 +24,21 @@ import orjson
 
 from livehub import __version__
 from livehub.auth import TokenVerifier
-from livehub.channels import ChannelRules
+from livehub.channels import ChannelRules, glob
 from livehub.cluster import Cluster
+from livehub.control import Command, InstantCommand
 from livehub.engines import engine_from_url
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 from livehub.protocol import fossil
 from livehub.protocol.codec import encode_publication, encode_push, info_dict
-from livehub.protocol.codes import DISCONNECT_SHUTDOWN, ERROR_NOT_AVAILABLE, Disconnect, Error
+from livehub.protocol.codes import (
+    DISCONNECT_SHUTDOWN,
+    ERROR_BAD_REQUEST,
+    ERROR_NOT_AVAILABLE,
+    ERROR_UNRECOVERABLE_POSITION,
+    Error,
+)
 from livehub.settings import NamespaceOptions, Settings
 
 if TYPE_CHECKING:
@@ -322,285 +330,31 @@ class Node:
             raise Error(104, "method not found")
         return await handler(session, data)
 
-    # -- server API operations (used by the HTTP API and the Hub)
-    #
-    # Connections are picked as Centrifuge's hub does: every connection of ``user`` ("" is
-    # the anonymous ones), narrowed by ``client`` id; ``session`` ids exist only for
-    # unidirectional transports, so over WebSocket a non-empty ``session`` matches nothing.
-    # ``all_users`` with an empty user picks every connection.
-    #
-    # Each operation acts on this node's connections (``local_*``), then asks every other
-    # node to do the same through the control channel, unless it was aimed at one
-    # ``client`` found here. The async ones wait until the request is sent (and raise
-    # EngineUnavailable if it cannot be); the sync ones send it in the background.
+    # -- commands for connections on any node (used by the HTTP API and the Hub)
 
-    def select_sessions(
-        self, user: str, client: str = "", session: str = "", all_users: bool = False
-    ) -> list[Session]:
-        if session:
-            return []
-        if client:
-            found = self.sessions.get(client)
-            matches = found is not None and (found.user == user or (all_users and not user))
-            return [found] if found is not None and matches else []
-        if all_users and not user:
-            return list(self.sessions.values())
-        return list(self.users.get(user, ()))
-
-    @staticmethod
-    def _elsewhere(client: str, session: str, found: int) -> bool:
-        """May other nodes hold more of the targeted connections?"""
-        return not session and not (client and found)
-
-    async def server_subscribe(
-        self,
-        user: str,
-        channel: str,
-        *,
-        client: str = "",
-        session: str = "",
-        all_users: bool = False,
-        info: bytes | None = None,
-        data: bytes | None = None,
-        expire_at: int = 0,
-        recover_since: StreamPosition | None = None,
-        push_join_leave: bool | None = None,
-        force_recovery: bool | None = None,
-        force_positioning: bool | None = None,
-    ) -> None:
-        """Subscribe the user's connections server-side, on every node; each gets a
-        ``subscribe`` push. Connections already in the channel are left as they are. The
-        override flags replace the namespace's ``force_push_join_leave``,
-        ``force_recovery``, ``force_positioning``."""
-        found = await self.local_subscribe(
-            user,
-            channel,
-            client=client,
-            session=session,
-            all_users=all_users,
-            info=info,
-            data=data,
-            expire_at=expire_at,
-            recover_since=recover_since,
-            push_join_leave=push_join_leave,
-            force_recovery=force_recovery,
-            force_positioning=force_positioning,
-        )
-        if self._elsewhere(client, session, found):
-            overrides = {
-                "force_push_join_leave": push_join_leave,
-                "force_recovery": force_recovery,
-                "force_positioning": force_positioning,
-            }
-            await self.cluster.send(
-                "subscribe",
-                user=user,
-                channel=channel,
-                client=client,
-                all_users=all_users,
-                info=None if info is None else info.decode(),
-                data=None if data is None else data.decode(),
-                expire_at=expire_at,
-                since=None if recover_since is None else [recover_since.offset, recover_since.epoch],
-                overrides={k: v for k, v in overrides.items() if v is not None},
-            )
-
-    async def local_subscribe(
-        self,
-        user: str,
-        channel: str,
-        *,
-        client: str = "",
-        session: str = "",
-        all_users: bool = False,
-        info: bytes | None = None,
-        data: bytes | None = None,
-        expire_at: int = 0,
-        recover_since: StreamPosition | None = None,
-        push_join_leave: bool | None = None,
-        force_recovery: bool | None = None,
-        force_positioning: bool | None = None,
-    ) -> int:
-        """``server_subscribe`` on this node only; returns how many connections it targeted."""
-        opts = self.options(channel)
-        overrides = {
-            "force_push_join_leave": push_join_leave,
-            "force_recovery": force_recovery,
-            "force_positioning": force_positioning,
-        }
-        update = {name: value for name, value in overrides.items() if value is not None}
-        if update:
-            opts = opts.model_copy(update=update)
-        targets = self.select_sessions(user, client, session, all_users)
-        await asyncio.gather(
-            *(
-                s.server_subscribe(
-                    channel, opts, info=info, data=data, expire_at=expire_at, recover_since=recover_since
-                )
-                for s in targets
-            )
-        )
-        return len(targets)
-
-    async def server_unsubscribe(
-        self, user: str, channel: str, client: str = "", session: str = "", all_users: bool = False
-    ) -> None:
-        """Unsubscribe the user's connections on every node (``unsubscribe`` push, code
-        2000); "" is every channel."""
-        found = await self.local_unsubscribe(user, channel, client, session, all_users)
-        if self._elsewhere(client, session, found):
-            await self.cluster.send(
-                "unsubscribe", user=user, channel=channel, client=client, all_users=all_users
-            )
-
-    async def local_unsubscribe(
-        self, user: str, channel: str, client: str = "", session: str = "", all_users: bool = False
-    ) -> int:
-        if channel:
-            self.options(channel)
-        targets = self.select_sessions(user, client, session, all_users)
-        for s in targets:
-            for name in [channel] if channel else list(s.subs):
-                await s.server_unsubscribe(name)
-        return len(targets)
-
-    def server_disconnect(
-        self,
-        user: str,
-        disconnect: Disconnect | None = None,
-        client: str = "",
-        session: str = "",
-        whitelist: list[str] | None = None,
-        all_users: bool = False,
-    ) -> int:
-        """Close the user's connections (but those in ``whitelist``) on this node at once
-        and on the others soon after; returns how many there were on this node.
-
-        The default is 3503 "force disconnect": the SDKs do not reconnect.
-        """
-        found = self.local_disconnect(user, disconnect, client, session, whitelist, all_users)
-        if self._elsewhere(client, session, found):
-            self.cluster.send_soon(
-                "disconnect", **self._disconnect_fields(user, disconnect, client, whitelist, all_users)
-            )
+    async def command(self, cmd: Command) -> int:
+        """Apply ``cmd`` to this node's connections, then send it to every other node unless
+        it was aimed at one client found here. Waits until it is sent, so the caller knows it
+        went (EngineUnavailable if it cannot go); returns how many connections were here."""
+        found = await cmd.apply(self)
+        if cmd.target.elsewhere(found):
+            await self.cluster.send(cmd.kind, **cmd.to_wire())
         return found
 
-    async def disconnect_user(
-        self,
-        user: str,
-        disconnect: Disconnect | None = None,
-        client: str = "",
-        session: str = "",
-        whitelist: list[str] | None = None,
-        all_users: bool = False,
-    ) -> int:
-        """``server_disconnect`` that waits until the other nodes were told (raises
-        EngineUnavailable if they cannot be); returns how many were on this node."""
-        found = self.local_disconnect(user, disconnect, client, session, whitelist, all_users)
-        if self._elsewhere(client, session, found):
-            await self.cluster.send(
-                "disconnect", **self._disconnect_fields(user, disconnect, client, whitelist, all_users)
-            )
+    def command_soon(self, cmd: InstantCommand) -> int:
+        """``command`` for callers that cannot wait: here at once, on the other nodes soon
+        after (sent in the background; a failure is logged); returns how many were here."""
+        found = cmd.apply_now(self)
+        if cmd.target.elsewhere(found):
+            self.cluster.send_soon(cmd.kind, **cmd.to_wire())
         return found
 
-    @staticmethod
-    def _disconnect_fields(
-        user: str, disconnect: Disconnect | None, client: str, whitelist: list[str] | None, all_users: bool
-    ) -> dict[str, Any]:
-        fields: dict[str, Any] = {"user": user, "client": client, "all_users": all_users}
-        if whitelist:
-            fields["whitelist"] = whitelist
-        if disconnect is not None:
-            fields.update(code=disconnect.code, reason=disconnect.reason)
-        return fields
-
-    def local_disconnect(
-        self,
-        user: str,
-        disconnect: Disconnect | None = None,
-        client: str = "",
-        session: str = "",
-        whitelist: list[str] | None = None,
-        all_users: bool = False,
-    ) -> int:
-        from livehub.protocol.codes import DISCONNECT_FORCE_NO_RECONNECT
-
-        disconnect = disconnect or DISCONNECT_FORCE_NO_RECONNECT
-        keep = set(whitelist or ())
-        targets = [s for s in self.select_sessions(user, client, session, all_users) if s.id not in keep]
-        for s in targets:
-            s.disconnect(disconnect)
-        return len(targets)
-
-    def server_refresh(
-        self,
-        user: str,
-        client: str = "",
-        session: str = "",
-        expired: bool = False,
-        expire_at: int = 0,
-        info: bytes | None = None,
-        all_users: bool = False,
-    ) -> None:
-        """Extend (``expire_at``), end (``expired``) or lift (neither) the connections'
-        expiry, here at once and on the other nodes soon after."""
-        found = self.local_refresh(user, client, session, expired, expire_at, info, all_users)
-        if self._elsewhere(client, session, found):
-            self.cluster.send_soon(
-                "refresh", **self._refresh_fields(user, client, expired, expire_at, info, all_users)
-            )
-
-    async def refresh_user(
-        self,
-        user: str,
-        client: str = "",
-        session: str = "",
-        expired: bool = False,
-        expire_at: int = 0,
-        info: bytes | None = None,
-        all_users: bool = False,
-    ) -> None:
-        """``server_refresh`` that waits until the other nodes were told."""
-        found = self.local_refresh(user, client, session, expired, expire_at, info, all_users)
-        if self._elsewhere(client, session, found):
-            await self.cluster.send(
-                "refresh", **self._refresh_fields(user, client, expired, expire_at, info, all_users)
-            )
-
-    @staticmethod
-    def _refresh_fields(
-        user: str, client: str, expired: bool, expire_at: int, info: bytes | None, all_users: bool
-    ) -> dict[str, Any]:
-        return {
-            "user": user,
-            "client": client,
-            "all_users": all_users,
-            "expired": expired,
-            "expire_at": expire_at,
-            "info": None if info is None else info.decode(),
-        }
-
-    def local_refresh(
-        self,
-        user: str,
-        client: str = "",
-        session: str = "",
-        expired: bool = False,
-        expire_at: int = 0,
-        info: bytes | None = None,
-        all_users: bool = False,
-    ) -> int:
-        targets = self.select_sessions(user, client, session, all_users)
-        for s in targets:
-            s.server_refresh(expired=expired, expire_at=expire_at, info=info)
-        return len(targets)
+    # -- reads and registrations of the server API
 
     async def server_history(
         self, channel: str, limit: int = 0, since: StreamPosition | None = None, reverse: bool = False
     ) -> tuple[list[Publication], StreamPosition]:
         """History as the server API reads it: no publication cap, a stale ``since.epoch`` is 112."""
-        from livehub.protocol.codes import ERROR_BAD_REQUEST, ERROR_UNRECOVERABLE_POSITION
-
         if reverse and since is not None and since.offset == 0:
             self.options(channel)
             raise ERROR_BAD_REQUEST
@@ -615,55 +369,13 @@ class Node:
         await self.broker.remove_history(channel)
 
     def channels_matching(self, pattern: str = "") -> dict[str, int]:
-        """Channels with subscribers on this node and how many, filtered by a glob pattern.
-
-        The pattern syntax is Centrifugo's (gobwas/glob): ``*``, ``?``, ``[a-z]``, ``[!a]``,
-        ``{a,b}`` and ``\\`` to escape; ``*`` also matches ``:`` and ``#``.
-        """
+        """Channels with subscribers on this node and how many, filtered by a glob pattern
+        (Centrifugo's syntax: ``livehub.channels.glob``)."""
         channels = self.channels()
         if not pattern:
             return channels
-        matches = self._glob(pattern)
+        matches = glob(pattern)
         return {name: n for name, n in channels.items() if matches(name)}
-
-    @staticmethod
-    def _glob(pattern: str) -> Callable[[str], bool]:
-        import re
-
-        out: list[str] = []
-        depth = 0
-        i = 0
-        while i < len(pattern):
-            c = pattern[i]
-            if c == "\\" and i + 1 < len(pattern):
-                i += 1
-                out.append(re.escape(pattern[i]))
-            elif c == "*":
-                out.append(".*")
-            elif c == "?":
-                out.append(".")
-            elif c == "[" and "]" in pattern[i + 2 :]:
-                end = pattern.index("]", i + 2)
-                body = pattern[i + 1 : end]
-                negate = body.startswith("!")
-                body = body[1:] if negate else body
-                out.append(
-                    "[" + ("^" if negate else "") + body.replace("\\", "\\\\").replace("[", "\\[") + "]"
-                )
-                i = end
-            elif c == "{":
-                depth += 1
-                out.append("(?:")
-            elif c == "}" and depth:
-                depth -= 1
-                out.append(")")
-            elif c == "," and depth:
-                out.append("|")
-            else:
-                out.append(re.escape(c))
-            i += 1
-        regex = re.compile(re.escape(pattern) if depth else "".join(out), re.DOTALL)  # unclosed "{": literal
-        return lambda name: regex.fullmatch(name) is not None
 
     def node_info(self) -> dict[str, Any]:
         """This node as the server API's ``info`` lists it (Centrifugo field names)."""

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from livehub import Hub, Settings
+from livehub.control import Refresh, Target
 from livehub.http_api import api_router
 from livehub.testing import HubTestClient, ProtocolError
 from tests.engines.contract import delete_redis_keys, require_service
@@ -86,7 +87,7 @@ async def test_hub_operations_reach_connections_on_another_node() -> None:
         push = await bob.next_push("unsubscribe", "stream:s")
         assert push["unsubscribe"]["code"] == 2000
 
-        hub1.node.server_refresh("carol", expired=True)
+        hub1.node.command_soon(Refresh(Target("carol"), expired=True))
         assert (await carol.wait_closed()).code == 3005
 
         assert hub1.disconnect("alice") == 0  # not on this node; node 2 closes it

@@ -1,0 +1,309 @@
+"""Server-side commands aimed at connections: subscribe, unsubscribe, disconnect, refresh.
+
+The server API and the ``Hub`` act on a user's connections, which may be on any node. A
+command is a plain value saying what to do (``Subscribe``, ``Unsubscribe``,
+``DisconnectUser``, ``Refresh``) and to whom (a :class:`Target`); the same value
+
+* takes effect on this node's connections: ``apply(node)``, which returns how many
+  connections it targeted here;
+* travels to the other nodes on the control channel: ``to_wire()`` gives the fields of
+  the control message (``livehub.cluster`` lists them), ``command_from_wire`` reads one
+  back and the receiving node applies it.
+
+``Node.command`` and ``Node.command_soon`` do both. ``DisconnectUser`` and ``Refresh`` take
+effect without awaiting anything (:class:`InstantCommand`, ``apply_now``), so code that
+cannot wait, like ``Hub.disconnect``, can still give them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from livehub.models import StreamPosition
+from livehub.protocol.codes import DISCONNECT_FORCE_NO_RECONNECT, Disconnect
+
+if TYPE_CHECKING:
+    from livehub.node import Node
+    from livehub.session import Session
+
+#: The namespace options a server-side subscribe may override (``Subscribe.overrides``).
+OVERRIDES = ("force_push_join_leave", "force_recovery", "force_positioning")
+
+
+def _text(value: bytes | None) -> str | None:
+    """Raw JSON as it travels in a control message: text (the message itself is JSON)."""
+    return None if value is None else value.decode()
+
+
+def _raw(value: Any) -> bytes | None:
+    return value.encode() if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which connections a command is for, picked as Centrifuge's hub picks them.
+
+    Every connection of ``user`` ("" is the anonymous ones), narrowed to the one with the
+    ``client`` id; ``all_users`` with an empty user is every connection. ``session`` ids
+    exist only for unidirectional transports, so over WebSocket a non-empty ``session``
+    matches nothing.
+    """
+
+    user: str
+    client: str = ""
+    session: str = ""
+    all_users: bool = False
+
+    def select(self, node: Node) -> list[Session]:
+        """The targeted connections on ``node``."""
+        if self.session:
+            return []
+        everyone = self.all_users and not self.user
+        if self.client:
+            found = node.sessions.get(self.client)
+            if found is not None and (found.user == self.user or everyone):
+                return [found]
+            return []
+        if everyone:
+            return list(node.sessions.values())
+        return list(node.users.get(self.user, ()))
+
+    def elsewhere(self, found: int) -> bool:
+        """May other nodes hold targeted connections too, ``found`` of them being here?
+
+        Not when the one ``client`` aimed at is here, nor for a ``session`` (only
+        unidirectional transports have one, so none exists on any node).
+        """
+        return not self.session and not (self.client and found)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "client": self.client,
+            "session": self.session,
+            "all_users": self.all_users,
+        }
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Target:
+        return cls(m["user"], m.get("client", ""), m.get("session", ""), bool(m.get("all_users")))
+
+
+@dataclass(frozen=True)
+class Command(ABC):
+    """A command for the ``target`` connections; ``kind`` is its control message type."""
+
+    kind: ClassVar[str]
+    target: Target
+
+    @abstractmethod
+    async def apply(self, node: Node) -> int:
+        """Act on the targeted connections of ``node``; returns how many there were."""
+
+    @abstractmethod
+    def to_wire(self) -> dict[str, Any]:
+        """The control message's fields (but its type ``t``, which is ``kind``)."""
+
+    @classmethod
+    @abstractmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        """The command a control message carries; KeyError/ValueError/TypeError if malformed."""
+
+
+@dataclass(frozen=True)
+class InstantCommand(Command):
+    """A command whose effect on this node's connections is immediate: nothing to await."""
+
+    @abstractmethod
+    def apply_now(self, node: Node) -> int:
+        """``apply``, without awaiting."""
+
+    async def apply(self, node: Node) -> int:
+        return self.apply_now(node)
+
+
+@dataclass(frozen=True)
+class Subscribe(Command):
+    """Subscribe the connections server-side; each gets a ``subscribe`` push. Those already
+    in the channel are left as they are. ``overrides`` replace some of the namespace's
+    options for these subscriptions (names in :data:`OVERRIDES`)."""
+
+    kind: ClassVar[str] = "subscribe"
+    channel: str
+    info: bytes | None = None
+    data: bytes | None = None
+    expire_at: int = 0
+    recover_since: StreamPosition | None = None
+    overrides: Mapping[str, bool] = field(default_factory=dict)
+
+    async def apply(self, node: Node) -> int:
+        opts = node.options(self.channel)
+        if self.overrides:
+            opts = opts.model_copy(update=dict(self.overrides))
+        targets = self.target.select(node)
+        await asyncio.gather(
+            *(
+                s.server_subscribe(
+                    self.channel,
+                    opts,
+                    info=self.info,
+                    data=self.data,
+                    expire_at=self.expire_at,
+                    recover_since=self.recover_since,
+                )
+                for s in targets
+            )
+        )
+        return len(targets)
+
+    def to_wire(self) -> dict[str, Any]:
+        since = self.recover_since
+        return {
+            **self.target.to_wire(),
+            "channel": self.channel,
+            "info": _text(self.info),
+            "data": _text(self.data),
+            "expire_at": self.expire_at,
+            "since": None if since is None else [since.offset, since.epoch],
+            "overrides": dict(self.overrides),
+        }
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        since = m.get("since")
+        overrides = m.get("overrides") or {}
+        return cls(
+            Target.from_wire(m),
+            m["channel"],
+            info=_raw(m.get("info")),
+            data=_raw(m.get("data")),
+            expire_at=int(m.get("expire_at", 0)),
+            recover_since=None if since is None else StreamPosition(int(since[0]), str(since[1])),
+            overrides={name: bool(overrides[name]) for name in OVERRIDES if name in overrides},
+        )
+
+
+@dataclass(frozen=True)
+class Unsubscribe(Command):
+    """Take the connections out of ``channel`` ("" is every channel): an ``unsubscribe``
+    push, code 2000."""
+
+    kind: ClassVar[str] = "unsubscribe"
+    channel: str
+
+    async def apply(self, node: Node) -> int:
+        if self.channel:
+            node.options(self.channel)  # 107/102 for a bad channel, even with nobody to unsubscribe
+        targets = self.target.select(node)
+        for s in targets:
+            for name in [self.channel] if self.channel else list(s.subs):
+                await s.server_unsubscribe(name)
+        return len(targets)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**self.target.to_wire(), "channel": self.channel}
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        return cls(Target.from_wire(m), m["channel"])
+
+
+@dataclass(frozen=True)
+class DisconnectUser(InstantCommand):
+    """Close the connections, but those whose ids are in ``whitelist``. The default
+    ``disconnect`` is 3503 "force disconnect": the SDKs do not reconnect."""
+
+    kind: ClassVar[str] = "disconnect"
+    disconnect: Disconnect | None = None
+    whitelist: frozenset[str] = frozenset()
+
+    def apply_now(self, node: Node) -> int:
+        disconnect = self.disconnect or DISCONNECT_FORCE_NO_RECONNECT
+        targets = [s for s in self.target.select(node) if s.id not in self.whitelist]
+        for s in targets:
+            s.disconnect(disconnect)
+        return len(targets)
+
+    def to_wire(self) -> dict[str, Any]:
+        d = self.disconnect
+        return {
+            **self.target.to_wire(),
+            "whitelist": sorted(self.whitelist),
+            "code": 0 if d is None else d.code,
+            "reason": "" if d is None else d.reason,
+        }
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        code, reason = m.get("code", 0), m.get("reason", "")
+        return cls(
+            Target.from_wire(m),
+            Disconnect(code, reason) if code else None,
+            frozenset(m.get("whitelist") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Refresh(InstantCommand):
+    """Extend (``expire_at``), end (``expired``: 3005) or lift (neither) the connections'
+    expiry; a new connection ``info`` if not None."""
+
+    kind: ClassVar[str] = "refresh"
+    expired: bool = False
+    expire_at: int = 0
+    info: bytes | None = None
+
+    def apply_now(self, node: Node) -> int:
+        targets = self.target.select(node)
+        for s in targets:
+            s.server_refresh(expired=self.expired, expire_at=self.expire_at, info=self.info)
+        return len(targets)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            **self.target.to_wire(),
+            "expired": self.expired,
+            "expire_at": self.expire_at,
+            "info": _text(self.info),
+        }
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        return cls(
+            Target.from_wire(m),
+            expired=bool(m.get("expired")),
+            expire_at=int(m.get("expire_at", 0)),
+            info=_raw(m.get("info")),
+        )
+
+
+#: Control message type -> command class.
+COMMANDS: dict[str, type[Command]] = {
+    cls.kind: cls for cls in (Subscribe, Unsubscribe, DisconnectUser, Refresh)
+}
+
+
+def command_from_wire(message: dict[str, Any]) -> Command | None:
+    """The command a control message carries, or None if it carries none (``node``,
+    ``leave``, an unknown type); raises if it is malformed."""
+    kind = message.get("t")
+    cls = COMMANDS.get(kind) if isinstance(kind, str) else None
+    return None if cls is None else cls.from_wire(message)
+
+
+__all__ = [
+    "COMMANDS",
+    "OVERRIDES",
+    "Command",
+    "DisconnectUser",
+    "InstantCommand",
+    "Refresh",
+    "Subscribe",
+    "Target",
+    "Unsubscribe",
+    "command_from_wire",
+]
