@@ -22,7 +22,6 @@ Workers end with the parent even if it is killed (Linux: ``PR_SET_PDEATHSIG``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import multiprocessing
@@ -112,7 +111,7 @@ def _worker(sockets: list[socket.socket], log_level: str, index: int, parent: in
     node: Node = app.state.node
     node.name = node_name(sockets[0].getsockname()[1], index)
     server = draining_server(app, node, log_level)
-    asyncio.run(server.serve(sockets=sockets))
+    server.run(sockets=sockets)  # uvicorn picks the loop: uvloop when installed
     if not server.started:
         sys.exit(STARTUP_FAILURE)
 

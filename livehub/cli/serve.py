@@ -3,7 +3,6 @@ and ``livehub version``."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -122,7 +121,7 @@ def serve(
     log.info("livehub %s listening on %s port %d", __version__, host, sockets[0].getsockname()[1])
     app.state.node.name = node_name(sockets[0].getsockname()[1])
     server = draining_server(app, app.state.node, log_level)
-    asyncio.run(server.serve(sockets=sockets))
+    server.run(sockets=sockets)  # uvicorn picks the loop: uvloop when installed
 
 
 @commands.command(epilog="Example:\n\n    livehub version")
