@@ -1154,7 +1154,8 @@ def main() -> int:
         DOCS.mkdir(parents=True, exist_ok=True)
         with (DOCS / "results.jsonl").open("w") as f:
             for r in rows:
-                f.write(json.dumps(r) + "\n")
+                # Committed results name files relative to the project, not this machine's paths.
+                f.write(json.dumps(r).replace(f"{ROOT}/", "") + "\n")
     print(report(run_id, rows, command, write, png, runner.failures))
     log(f"{runner.elapsed()} done; table written to {write.relative_to(ROOT)}")
     return 0
