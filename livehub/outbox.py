@@ -1,4 +1,5 @@
-"""The outgoing side of one connection: a queue bounded in bytes, flushed once per loop turn.
+"""The outgoing side of one connection: a queue bounded in bytes, flushed once per loop turn
+(or after ``client.write_delay``, when set, so that more messages share a frame).
 
 Fan-out only appends already-encoded messages here and never waits. Once per event-loop
 turn, every connection that got messages is flushed: what piled up is packed into one
@@ -48,6 +49,7 @@ class Outbox:
         "_size",
         "_max_size",
         "_batch",
+        "_delay",
         "_due",
         "_task",
         "_done",
@@ -57,12 +59,13 @@ class Outbox:
         "peak",
     )
 
-    def __init__(self, transport: Transport, max_size: int, batch: int) -> None:
+    def __init__(self, transport: Transport, max_size: int, batch: int, delay: float = 0.0) -> None:
         self._transport = transport
         self._queue: list[str] = []
         self._size = 0
         self._max_size = max_size
         self._batch = batch
+        self._delay = delay
         self._due = False
         #: Only while the socket pushes back: the task draining this connection.
         self._task: asyncio.Task[None] | None = None
@@ -135,7 +138,10 @@ class Outbox:
         due = _due.get(loop)
         if due is None:
             due = _due[loop] = []
-            loop.call_soon(_flush_due, loop)
+            if self._delay > 0:
+                loop.call_later(self._delay, _flush_due, loop)
+            else:
+                loop.call_soon(_flush_due, loop)
         due.append(self)
         self._due = True
 

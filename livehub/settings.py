@@ -91,6 +91,11 @@ class ClientSettings(Section):
     recovery_max_publication_limit: Annotated[int, Field(ge=1)] = 300
     #: Messages packed into one WebSocket frame at most, when several are queued.
     write_batch_size: Annotated[int, Field(ge=1)] = 64
+    #: Hold outgoing messages this long before writing, so that more of them share a frame
+    #: (Centrifugo's ``client.write_delay``). 0 writes at the end of the event-loop turn; a
+    #: few milliseconds trade that much latency for fewer writes under a stream of publications
+    #: arriving one by one (e.g. from Redis).
+    write_delay: Duration = 0.0
     #: How often a node re-adds the presence of its clients to an engine whose entries
     #: expire (Redis: the engine URL's ``presence_ttl``, 60 s), so a dead node's clients
     #: disappear and a live node's stay. Keep it well under that TTL. 0: never.
