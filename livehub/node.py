@@ -196,7 +196,9 @@ class Node:
         if not subs:
             return
         plain = full_string = delta = None
-        for session, sub in list(subs.items()):
+        # No copy of ``subs``: nothing below removes a subscriber synchronously (an overflowing
+        # outbox only marks itself closing; a lost position is handled in a task).
+        for session, sub in subs.items():
             if sub.pending is not None:
                 sub.pending.append((pub, sp.epoch))
                 continue

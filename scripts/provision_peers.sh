@@ -62,26 +62,6 @@ if [ ! -x "$CP_VENV/bin/python" ] || [ "$(cat "$CP_STAMP" 2>/dev/null)" != "$CP_
 fi
 
 # --- centrifuge-js (npm) ----------------------------------------------------------------------
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "node/npm missing: installing Debian's nodejs and npm"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q >/dev/null && apt-get install -y -q nodejs npm >/dev/null \
-            || die "apt-get install nodejs npm failed"
-    fi
-fi
-command -v node >/dev/null 2>&1 \
-    || die "node is not installed; tests/peers needs Node.js >= 18 with npm (Debian: apt-get install -y nodejs npm)"
-command -v npm >/dev/null 2>&1 \
-    || die "npm is not installed (Debian: apt-get install -y npm)"
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-[ "$node_major" -ge 18 ] || die "node $(node --version) is too old: tests/peers needs Node.js >= 18 (node --test)"
-
-NODE_STAMP="$NODE_DIR/node_modules/.livehub-lock"
-if [ ! -d "$NODE_DIR/node_modules/centrifuge" ] || ! cmp -s "$NODE_DIR/package-lock.json" "$NODE_STAMP"; then
-    log "npm ci in tests/peers/node"
-    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
-    cp "$NODE_DIR/package-lock.json" "$NODE_STAMP"
-fi
+bash "$ROOT/scripts/npm_ci.sh" "$NODE_DIR"
 
 log "ready (centrifuge-python $CP_VERSION in $CP_SRC, centrifuge-js in tests/peers/node/node_modules)"

@@ -949,10 +949,14 @@ async def test_connected_client_is_not_stale(make_node: NodeFactory, make_client
     assert client.transport.close_code is None
 
 
+@pytest.mark.parametrize(
+    ("write_delay", "frames"),
+    [("50ms", [[0, 1, 2]]), (0, [[0], [1], [2]])],  # held together; or written at each loop turn
+)
 async def test_write_delay_packs_publications_of_separate_loop_turns(
-    make_node: NodeFactory, make_client: ClientFactory
+    make_node: NodeFactory, make_client: ClientFactory, write_delay: object, frames: list[list[int]]
 ) -> None:
-    node = await make_node(client={**INSECURE, "write_delay": "50ms"})
+    node = await make_node(client={**INSECURE, "write_delay": write_delay})
     client = make_client(node)
     await client.connect()
     await client.subscribe("chat")
@@ -961,20 +965,5 @@ async def test_write_delay_packs_publications_of_separate_loop_turns(
         await node.publish("chat", str(i).encode())
         await asyncio.sleep(0.005)  # a new loop turn for each publication
     await eventually(lambda: len(client.pubs("chat")) == 3)
-    frames = client.transport.frames[sent:]
-    assert [[json.loads(m)["push"]["pub"]["data"] for m in f.split("\n")] for f in frames] == [[0, 1, 2]]
-
-
-async def test_without_write_delay_each_loop_turn_is_written(
-    make_node: NodeFactory, make_client: ClientFactory
-) -> None:
-    node = await make_node(client=INSECURE)
-    client = make_client(node)
-    await client.connect()
-    await client.subscribe("chat")
-    sent = len(client.transport.frames)
-    for i in range(3):
-        await node.publish("chat", str(i).encode())
-        await asyncio.sleep(0.005)
-    await eventually(lambda: len(client.pubs("chat")) == 3)
-    assert len(client.transport.frames[sent:]) == 3
+    got = client.transport.frames[sent:]
+    assert [[json.loads(m)["push"]["pub"]["data"] for m in f.split("\n")] for f in got] == frames
