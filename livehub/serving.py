@@ -36,9 +36,9 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from livehub.connection import client_protocol
 from livehub.node import Node
 from livehub.settings import load_settings
-from livehub.transport import ClientEndpoint
 
 log = logging.getLogger("livehub.serving")
 
@@ -78,7 +78,8 @@ class DrainingServer(uvicorn.Server):
 def draining_server(app: FastAPI, node: Node, log_level: str) -> DrainingServer:
     """uvicorn serving ``app`` as ``livehub serve`` and its workers do."""
     config = uvicorn.Config(
-        ClientEndpoint(app, node),  # the client endpoint skips routing and middleware
+        app,
+        ws=client_protocol(node),  # the client endpoint is answered from the socket, not ASGI
         ws_max_size=node.settings.websocket.message_size_limit,
         ws_ping_interval=None,  # the protocol has its own pings
         ws_per_message_deflate=False,

@@ -4,11 +4,9 @@ Frames are moved with raw ASGI messages (not ``send_text``/``receive_text``), so
 client that went away is just the end of the loop, never a "Cannot call send once a
 close message has been sent" error.
 
-Two ways in: :func:`websocket_handler` is a FastAPI WebSocket route (used by the Hub's
-router, so ``on_connect`` dependencies run at the upgrade), and :class:`ClientEndpoint`
-is a bare ASGI app that ``livehub serve`` puts in front of the FastAPI app for the client
-endpoint: no routing or middleware frames are kept alive per connection, which is most
-of what an idle connection costs.
+:func:`websocket_handler` is the client endpoint as a FastAPI WebSocket route (the Hub's
+router, so ``on_connect`` dependencies run at the upgrade). ``livehub serve`` answers the
+client endpoint below ASGI instead (``livehub.connection``).
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from livehub.models import Credentials
@@ -101,30 +98,3 @@ def websocket_handler(node: Node) -> Handler:
         await run_session(node, websocket.receive, websocket.send, credentials)
 
     return handle
-
-
-class ClientEndpoint:
-    """``app`` with the client endpoint answered by bare ASGI, ahead of routing and middleware."""
-
-    def __init__(self, app: ASGIApp, node: Node) -> None:
-        self.app = app
-        self.node = node
-        self.path = node.settings.websocket.handler_prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or scope["path"] != self.path:
-            await self.app(scope, receive, send)
-            return
-        connect = await receive()
-        if connect["type"] != "websocket.connect":
-            return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if not origin_allowed(headers, self.node.settings.client.allowed_origins):
-            log.info("rejected connection from origin %r", headers.get("origin"))
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        offered = scope.get("subprotocols") or []
-        subprotocol = "centrifuge-json" if "centrifuge-json" in offered else None
-        await send({"type": "websocket.accept", "subprotocol": subprotocol})
-        del headers, offered, connect
-        await run_session(self.node, receive, send)

@@ -1,0 +1,199 @@
+"""The client endpoint of ``livehub serve`` at the WebSocket level (``livehub.connection``):
+pings, fragments, closes, protocol violations, other paths, and a peer that stops reading.
+
+The peer SDK tests cover the protocol above this; here raw frames are sent where a
+well-behaved client library would refuse to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import websockets
+
+from livehub.protocol.websocket import OP_TEXT, _apply_mask_py
+from tests.servers import serve
+
+CONFIG = """
+[client]
+insecure = true
+[channel.without_namespace]
+history_size = 10
+history_ttl = "60s"
+"""
+
+
+@pytest.fixture(scope="module")
+def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    path: Path = tmp_path_factory.mktemp("connection") / "config.toml"
+    path.write_text(CONFIG)
+    with serve(path) as p:
+        yield p
+
+
+def url(port: int) -> str:
+    return f"ws://127.0.0.1:{port}/connection/websocket"
+
+
+async def closed_with(ws: websockets.ClientConnection) -> int:
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
+async def test_commands_in_fragments_and_websocket_pings(port: int) -> None:
+    async with websockets.connect(url(port), subprotocols=[websockets.Subprotocol("centrifuge-json")]) as ws:
+        assert ws.subprotocol == "centrifuge-json"
+        await ws.send(iter(['{"id":1,"con', 'nect":{}}\n{"id":2,"subscribe":', '{"channel":"frag"}}']))
+        frame = await asyncio.wait_for(ws.recv(), 5)
+        assert '"id":1,"connect"' in frame and '"id":2,"subscribe"' in frame
+        latency = await asyncio.wait_for(await ws.ping(b"abc"), 5)  # answered with a pong
+        assert latency >= 0
+        await ws.send('{"id":3,"publish":{"channel":"frag","data":"é"}}')
+        frames = ""
+        while '"id":3' not in frames:
+            frames += await asyncio.wait_for(ws.recv(), 5)
+        assert '"data":"é"' in frames
+
+
+async def test_client_close_is_answered(port: int) -> None:
+    ws = await websockets.connect(url(port))
+    await ws.send('{"id":1,"connect":{}}')
+    await asyncio.wait_for(ws.recv(), 5)
+    await asyncio.wait_for(ws.close(4000, "bye"), 5)
+    rcvd = ws.protocol.close_rcvd
+    assert rcvd is not None and rcvd.code == 4000  # echoed, as RFC 6455 asks
+
+
+async def test_invalid_utf8_closes_1007(port: int) -> None:
+    reader, writer = await raw_connect(port)
+    writer.write(client_frame(b'{"id":1,"connect":{"data":"\xff"}}'))
+    assert await read_close_code(reader) == 1007
+    writer.close()
+
+
+async def test_unmasked_frame_closes_1002(port: int) -> None:
+    reader, writer = await raw_connect(port)
+    writer.write(b"\x81\x02{}")
+    assert await read_close_code(reader) == 1002
+    writer.close()
+
+
+async def test_bad_upgrades_get_http_errors(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 7\r\n\r\n"
+    )
+    response = await asyncio.wait_for(reader.read(), 5)  # answered, then closed
+    assert response.startswith(b"HTTP/1.1 426 ")
+    assert b"Sec-WebSocket-Version: 13" in response
+    writer.close()
+
+
+async def test_other_websocket_paths_are_the_apps(port: int) -> None:
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+        await ws.send("hi")
+        assert await asyncio.wait_for(ws.recv(), 5) == "Message text was: hi"
+
+
+async def test_a_peer_that_stops_reading_is_closed_and_others_get_everything(port: int) -> None:
+    """The stuck peer's socket buffers fill (at most 4 MiB here), then its outbox passes
+    queue_max_size (1 MiB): it is dropped, while a subscriber that reads gets all 300
+    publications in order."""
+    reader, writer = await raw_connect(port, rcvbuf=4096)
+    writer.write(client_frame(b'{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"firehose"}}'))
+    replies = ""
+    frames = server_frames(reader)
+    while '"id":2' not in replies:
+        replies += (await anext(frames))[1].decode()
+    # from here on the stuck peer reads nothing
+    async with websockets.connect(url(port), max_size=None) as fast, websockets.connect(url(port)) as pub:
+        await fast.send('{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"firehose"}}')
+        await asyncio.wait_for(fast.recv(), 5)
+        await pub.send('{"id":1,"connect":{}}')
+        await asyncio.wait_for(pub.recv(), 5)
+        seen: list[int] = []
+
+        async def read() -> None:
+            while len(seen) < 300:
+                for line in (await asyncio.wait_for(fast.recv(), 10)).split("\n"):
+                    message = json.loads(line)
+                    if "push" in message:
+                        seen.append(message["push"]["pub"]["data"][0])
+
+        reading = asyncio.create_task(read())
+        blob = "x" * 30_000
+        for i in range(300):  # one at a time: a reader as fast as the publisher is not slow
+            await pub.send(json.dumps({"id": i + 2, "publish": {"channel": "firehose", "data": [i, blob]}}))
+            await asyncio.wait_for(pub.recv(), 5)
+        await reading
+        assert seen == list(range(300))
+    # 9 MB went the stuck peer's way: the server gave up on it (close frame behind the
+    # stuck bytes, then the socket dropped), so reading now ends
+    async with asyncio.timeout(15):
+        while await reader.read(1 << 20):
+            pass
+    writer.close()
+
+
+# -- raw client helpers
+
+
+def client_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
+    mask = os.urandom(4)
+    assert len(payload) < 126
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + _apply_mask_py(payload, mask)
+
+
+async def raw_connect(port: int, rcvbuf: int = 0) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+    writer.write(
+        b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
+    return reader, writer
+
+
+async def server_frames(reader: asyncio.StreamReader) -> AsyncIterator[tuple[int, bytes]]:
+    """Server frames (unmasked, unfragmented) as ``(opcode, payload)``."""
+    buffer = b""
+    while True:
+        while len(buffer) >= 2:
+            length = buffer[1] & 0x7F
+            header = 2 if length < 126 else 4 if length == 126 else 10
+            if length >= 126:
+                length = int.from_bytes(buffer[2:header], "big")
+            if len(buffer) < header + length:
+                break
+            yield buffer[0] & 0x0F, buffer[header : header + length]
+            buffer = buffer[header + length :]
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        if not data:
+            return
+        buffer += data
+
+
+async def read_close_code(reader: asyncio.StreamReader) -> int:
+    async for opcode, payload in server_frames(reader):
+        if opcode == 0x8:
+            return int.from_bytes(payload[:2], "big")
+    raise AssertionError("the connection ended without a close frame")
