@@ -1,9 +1,11 @@
 """The client endpoint served straight from the socket: an asyncio Protocol per connection.
 
-uvicorn parses the HTTP request and hands an upgrade to its WebSocket protocol class;
-``livehub serve`` gives it :func:`client_protocol`, whose connections answer the client
-endpoint themselves (``livehub.protocol.websocket`` does the framing) and pass every
-other WebSocket path (the app's own routes) to uvicorn's usual implementation.
+uvicorn creates one HTTP protocol object per accepted connection; ``livehub serve``
+gives it :func:`client_protocol`, whose connections look at the first request: a
+WebSocket upgrade to the client endpoint is answered here (``livehub.protocol.websocket``
+does the handshake and the framing); anything else is handed, bytes included, to the
+HTTP protocol uvicorn would have used, so the app's routes, its own WebSocket routes and
+keep-alive behave as they always do.
 
 Why: behind ASGI, every idle connection keeps a task, its coroutine chain, a receive
 queue and the request objects alive, and every message crosses a queue and a context
@@ -11,8 +13,8 @@ switch. Here an idle connection is this object, its parser and its Session; fram
 from ``data_received`` to the Session, and the Session's outbox writes to the transport
 synchronously (an encoded publication is framed once and the same bytes go to every
 recipient). A task exists only while commands are being handled. When the transport's
-buffer is over its high-water mark, sends wait, the outbox fills, and a client that
-stays behind is closed with 3008 as on every other path.
+buffer is over its high-water mark, writes report it, the outbox fills, and a client
+that stays behind is closed with 3008 as on every other path.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ log = logging.getLogger("livehub.connection")
 CLOSE_TIMEOUT = 2.0
 #: Frames received while commands are still being handled, before reading pauses.
 INBOX_LIMIT = 64
+#: The longest request head looked at; a longer one is left to uvicorn (which refuses it).
+MAX_HEAD = 16384
 
 # The last text frame encoded: fan-out hands the same string to every recipient whose
 # batch is that one message, so each publication is encoded and framed once.
@@ -69,27 +73,29 @@ def _text_frame(text: str) -> bytes:
 class ClientConnection(asyncio.Protocol):
     """One connection of the client endpoint, from the upgrade request to the socket's end.
 
-    Also the Session's transport (``send``/``close``). Subclassed by :func:`client_protocol`
-    with the node and the protocol class for other paths.
+    Also the Session's transport (``write``/``drained``/``close``). Subclassed by
+    :func:`client_protocol` with the node, the endpoint's path and uvicorn's HTTP protocol.
     """
 
     node: Node
+    #: ``GET /connection/websocket``: how a request for this endpoint starts.
+    request_start: bytes
     fallback: Callable[..., asyncio.Protocol]
 
     __slots__ = (
-        "_args", "_transport", "_connections", "_parser", "_session", "_fallback", "_inbox", "_task",
+        "_args", "_head", "_transport", "_connections", "_parser", "_session", "_inbox", "_task",
         "_reading_paused", "_write_paused", "_drained", "_close_sent", "_close_received", "_lost",
         "_close_timer",
     )  # fmt: skip
 
     def __init__(self, config: Any, server_state: Any, app_state: Any, _loop: Any = None) -> None:
-        # uvicorn's arguments, kept only until the path is known (for the fallback protocol)
-        self._args: tuple[Any, Any, Any] | None = (config, server_state, app_state)
-        self._transport: asyncio.Transport | None = None
+        # uvicorn's arguments, kept only until the request is known (for the fallback protocol)
+        self._args: tuple[Any, Any, Any, Any] | None = (config, server_state, app_state, _loop)
+        self._head = b""
+        self._transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self._connections: set[Any] = server_state.connections
         self._parser: FrameParser | None = None
         self._session: Session | None = None
-        self._fallback: asyncio.Protocol | None = None
         self._inbox: list[str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._reading_paused = False
@@ -110,21 +116,15 @@ class ClientConnection(asyncio.Protocol):
             try:
                 messages = self._parser.feed(data)
             except WebSocketError as exc:
-                self._parser = None
                 log.info("client broke the WebSocket protocol: %s", exc.reason)
                 self._protocol_error(exc.code, exc.reason)
                 return
             for opcode, payload in messages:
                 self._on_message(opcode, payload)
-        elif self._fallback is not None:
-            self._fallback.data_received(data)
         elif self._args is not None:
-            self._handshake(data)
+            self._on_request(self._head + data if self._head else data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._fallback is not None:
-            self._fallback.connection_lost(exc)
-            return
         self._lost = True
         self._connections.discard(self)
         if self._close_timer is not None:
@@ -139,42 +139,50 @@ class ClientConnection(asyncio.Protocol):
                 self._task = asyncio.get_running_loop().create_task(session.cleanup())
 
     def pause_writing(self) -> None:
-        if self._fallback is not None:
-            self._fallback.pause_writing()
         self._write_paused = True
 
     def resume_writing(self) -> None:
-        if self._fallback is not None:
-            self._fallback.resume_writing()
         self._write_paused = False
         self._wake_writer()
 
-    def eof_received(self) -> bool | None:
-        return None
-
     def shutdown(self) -> None:
         """uvicorn is stopping (clients were asked to reconnect before): close now."""
-        if self._transport is None or self._transport.is_closing():
+        if self._transport.is_closing():
             return
-        if self._session is not None and not self._close_sent:
+        if not self._close_sent:
             self._close_sent = True
             self._transport.write(encode_close(1012, "service restart"))
         self._transport.close()
 
     # -- the opening handshake
 
-    def _handshake(self, data: bytes) -> None:
-        assert self._args is not None and self._transport is not None
-        config, server_state, app_state = self._args
-        self._args = None
+    def _on_request(self, head: bytes) -> None:
+        """Answer an upgrade to the client endpoint; hand anything else to uvicorn."""
+        start = self.request_start
+        if not (head[: len(start)] == start and head[len(start) : len(start) + 1] in (b" ", b"?")):
+            if len(head) <= len(start) and start.startswith(head):
+                self._head = head  # too short to tell yet
+            else:
+                self._hand_over(head)
+            return
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(head) > MAX_HEAD:
+                self._hand_over(head)
+            else:
+                self._head = head
+            return
         try:
-            request = parse_request(data)
-            if request.path != self.node.settings.websocket.handler_prefix:
-                fallback = self.fallback(config=config, server_state=server_state, app_state=app_state)
-                self._fallback = fallback
-                fallback.connection_made(self._transport)
-                fallback.data_received(data)
-                return
+            request = parse_request(head[:end])
+        except HandshakeError:
+            self._hand_over(head)
+            return
+        if "upgrade" not in request.headers:  # a plain GET of the endpoint's URL: the app's
+            self._hand_over(head)
+            return
+        self._args = None
+        self._head = b""
+        try:
             key = check_upgrade(request)
             if not origin_allowed(request.headers, self.node.settings.client.allowed_origins):
                 log.info("rejected connection from origin %r", request.headers.get("origin"))
@@ -189,12 +197,25 @@ class ClientConnection(asyncio.Protocol):
         self._parser = FrameParser(self.node.settings.websocket.message_size_limit)
         self._session = Session(self.node, self)
         self._session.start()
+        if len(head) > end + 4:  # frames sent right behind the request
+            self.data_received(head[end + 4 :])
+
+    def _hand_over(self, data: bytes) -> None:
+        """Not the client endpoint: uvicorn's HTTP protocol takes the connection as it is."""
+        assert self._args is not None
+        config, server_state, app_state, loop = self._args
+        self._args = None
+        self._head = b""
+        protocol = self.fallback(config=config, server_state=server_state, app_state=app_state, _loop=loop)
+        self._transport.set_protocol(protocol)
+        protocol.connection_made(self._transport)
+        protocol.data_received(data)
 
     # -- incoming messages
 
     def _on_message(self, opcode: int, payload: bytes) -> None:
         session = self._session
-        assert session is not None and self._transport is not None
+        assert session is not None
         if opcode == OP_TEXT:
             if session.closing or self._lost:
                 return
@@ -237,7 +258,7 @@ class ClientConnection(asyncio.Protocol):
                 text = self._inbox.pop(0)
                 if self._reading_paused and len(self._inbox) < INBOX_LIMIT // 2:
                     self._reading_paused = False
-                    if self._transport is not None and not self._lost:
+                    if not self._lost:
                         self._transport.resume_reading()
                 await session.handle_frame(text)
         finally:
@@ -253,16 +274,18 @@ class ClientConnection(asyncio.Protocol):
 
     # -- the Session's transport
 
-    async def send(self, frame: str) -> None:
-        if self._close_sent or self._lost or self._transport is None:
-            return
-        self._transport.write(_text_frame(frame))
-        if self._write_paused:
+    def write(self, frame: str) -> bool:
+        if not (self._close_sent or self._lost):
+            self._transport.write(_text_frame(frame))
+        return not self._write_paused
+
+    async def drained(self) -> None:
+        if self._write_paused and not self._lost:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
 
     async def close(self, code: int, reason: str) -> None:
-        if self._close_sent or self._lost or self._transport is None:
+        if self._close_sent or self._lost:
             return
         self._close_sent = True
         self._transport.write(encode_close(code, reason))
@@ -279,11 +302,15 @@ class ClientConnection(asyncio.Protocol):
 
 
 def client_protocol(node: Node) -> type[ClientConnection]:
-    """The WebSocket protocol class to give uvicorn (``ws=``) for ``node``'s client endpoint;
-    other paths get the class uvicorn would have used."""
-    from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+    """The HTTP protocol class to give uvicorn (``http=``) for ``node``'s client endpoint;
+    every other request goes to the class uvicorn would have used."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    if AutoWebSocketsProtocol is None:  # pragma: no cover - websockets is a dependency
-        raise RuntimeError("no WebSocket implementation for uvicorn: install websockets")
-    attrs = {"__slots__": (), "node": node, "fallback": AutoWebSocketsProtocol}
+    path = node.settings.websocket.handler_prefix
+    attrs = {
+        "__slots__": (),
+        "node": node,
+        "request_start": b"GET " + path.encode(),
+        "fallback": AutoHTTPProtocol,
+    }
     return type("ClientConnection", (ClientConnection,), attrs)

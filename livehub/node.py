@@ -30,6 +30,7 @@ from livehub.control import Command, InstantCommand
 from livehub.engines import engine_from_url
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
+from livehub.outbox import Flusher
 from livehub.protocol import fossil
 from livehub.protocol.codec import encode_publication, encode_push, info_dict
 from livehub.protocol.codes import (
@@ -118,6 +119,8 @@ class Node:
         #: Counters for dashboards: publications made through this node, and messages queued to clients.
         self.publications = 0
         self.deliveries = 0
+        #: Writes what fan-out and replies queued, once per loop turn, for every session.
+        self.flusher = Flusher(self.settings.client.write_delay)
         self.cluster = Cluster(self)
 
     # -- lifecycle

@@ -3,43 +3,64 @@
 
 Fan-out only appends already-encoded messages here and never waits. Once per event-loop
 turn, every connection that got messages is flushed: what piled up is packed into one
-frame (newline-separated, as the protocol allows) and handed to the transport. A send
-that completes without waiting — the usual case, the socket being writable — costs no
-task and no context switch; only a connection whose socket pushes back gets a task,
-which keeps draining it until it catches up. A connection whose queue grows past its
-byte limit is not waited for: it is closed with 3008 (slow).
+frame (newline-separated, as the protocol allows) and handed to the transport, which
+takes it without waiting — no task, no coroutine, no context switch per message. A
+transport that reports its socket pushing back gets one task, which waits until it
+drains and then keeps writing until the queue is empty. A connection whose queue grows
+past its byte limit is not waited for: it is closed with 3008 (slow).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Protocol
 
 from livehub.protocol.codec import join_frame
-from livehub.protocol.codes import DISCONNECT_SLOW, Disconnect
+from livehub.protocol.codes import DISCONNECT_SLOW, DISCONNECT_WRITE_ERROR, Disconnect
 
 log = logging.getLogger("livehub.outbox")
 
 
 class Transport(Protocol):
-    """What a session needs from the network: send a text frame, close with a code."""
+    """What a session needs from the network."""
 
-    async def send(self, frame: str) -> None: ...
+    def write(self, frame: str) -> bool:
+        """Take one text frame without waiting. False: the socket pushes back, so write
+        nothing more until :meth:`drained` returns."""
+        ...
+
+    async def drained(self) -> None:
+        """Return once the socket takes writes again (raises if it broke)."""
+        ...
 
     async def close(self, code: int, reason: str) -> None: ...
 
 
-#: Outboxes waiting for this loop turn's flush, per event loop.
-_due: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Outbox]] = weakref.WeakKeyDictionary()
+class Flusher:
+    """The outboxes to flush at the end of this loop turn (or after ``delay``, Centrifugo's
+    ``client.write_delay``): one callback for all of them, however many messages each got.
+    One per node."""
 
+    __slots__ = ("_delay", "_due")
 
-def _flush_due(loop: asyncio.AbstractEventLoop) -> None:
-    due = _due.pop(loop, [])
-    for outbox in due:
-        outbox.flush()
+    def __init__(self, delay: float = 0.0) -> None:
+        self._delay = delay
+        self._due: list[Outbox] = []
+
+    def add(self, outbox: Outbox) -> None:
+        if not self._due:
+            loop = asyncio.get_running_loop()
+            if self._delay > 0:
+                loop.call_later(self._delay, self._flush)
+            else:
+                loop.call_soon(self._flush)
+        self._due.append(outbox)
+
+    def _flush(self) -> None:
+        due, self._due = self._due, []
+        for outbox in due:
+            outbox.flush()
 
 
 class Outbox:
@@ -49,7 +70,7 @@ class Outbox:
         "_size",
         "_max_size",
         "_batch",
-        "_delay",
+        "_flusher",
         "_due",
         "_task",
         "_done",
@@ -59,13 +80,13 @@ class Outbox:
         "peak",
     )
 
-    def __init__(self, transport: Transport, max_size: int, batch: int, delay: float = 0.0) -> None:
+    def __init__(self, transport: Transport, max_size: int, batch: int, flusher: Flusher) -> None:
         self._transport = transport
         self._queue: list[str] = []
         self._size = 0
         self._max_size = max_size
         self._batch = batch
-        self._delay = delay
+        self._flusher = flusher
         self._due = False
         #: Only while the socket pushes back: the task draining this connection.
         self._task: asyncio.Task[None] | None = None
@@ -134,70 +155,74 @@ class Outbox:
         self._finish()
 
     def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        due = _due.get(loop)
-        if due is None:
-            due = _due[loop] = []
-            if self._delay > 0:
-                loop.call_later(self._delay, _flush_due, loop)
-            else:
-                loop.call_soon(_flush_due, loop)
-        due.append(self)
         self._due = True
+        self._flusher.add(self)
 
-    def _next_write(self) -> Coroutine[Any, Any, None] | None:
-        """The next send (a batch of queued messages), the close, or None when done for now."""
+    def _take(self) -> str:
+        """The next frame: up to ``batch`` queued messages."""
         queue = self._queue
-        if queue:
-            if len(queue) <= self._batch:
-                batch, self._queue = queue, []
-            else:
-                batch = queue[: self._batch]
-                del queue[: self._batch]
-            for message in batch:
-                self._size -= len(message)
-            return self._transport.send(join_frame(batch))
-        if self.close_with is not None and not self._closing:
-            self._closing = True
-            return self._transport.close(self.close_with.code, self.close_with.reason)
-        return None
+        if len(queue) <= self._batch:
+            batch, self._queue = queue, []
+        else:
+            batch = queue[: self._batch]
+            del queue[: self._batch]
+        for message in batch:
+            self._size -= len(message)
+        return join_frame(batch)
 
     def flush(self) -> None:
-        """Write what is queued now, synchronously while the transport does not push back."""
+        """Write what is queued now, while the transport takes it without waiting."""
         self._due = False
         if self._task is not None or self._done:
             return
-        while (write := self._next_write()) is not None:
-            try:
-                waiting = write.send(None)
-            except StopIteration:
-                continue
-            except Exception as exc:
-                self._failed(exc)
-                return
-            self._task = asyncio.get_running_loop().create_task(self._drain(write, waiting))
-            return
-        if self._closing:
-            self._finish()
-
-    async def _drain(self, write: Coroutine[Any, Any, None], waiting: Any) -> None:
-        """Finish a send that had to wait, then keep writing until the queue is empty."""
-        current: Coroutine[Any, Any, None] | None = write
         try:
-            await _resume(write, waiting)
-            while (current := self._next_write()) is not None:
-                await current
-            if self._closing:
-                self._finish()
-        except asyncio.CancelledError:
-            if current is not None:
-                current.close()
-            raise
+            while self._queue:
+                if not self._transport.write(self._take()):
+                    self._task = asyncio.get_running_loop().create_task(self._drain())
+                    return
         except Exception as exc:
             self._failed(exc)
+            return
+        if self.close_with is not None and not self._closing:
+            self._task = asyncio.get_running_loop().create_task(self._close())
+
+    async def _drain(self) -> None:
+        """Wait until the socket takes writes again and write until the queue is empty;
+        then the close frame, if one is due."""
+        transport = self._transport
+        try:
+            while True:
+                await transport.drained()
+                while self._queue:
+                    if not transport.write(self._take()):
+                        break
+                else:
+                    break
+        except asyncio.CancelledError:
+            raise  # whoever cancels (close as slow, abort) has let go of this task
+        except Exception as exc:
+            self._task = None
+            self._failed(exc)
+            return
+        if self.close_with is not None and not self._closing:
+            await self._close()
+        else:
+            self._task = None
+
+    async def _close(self) -> None:
+        """Send the close frame (a slow client's, at once: its socket is not waited for)."""
+        assert self.close_with is not None
+        self._closing = True
+        try:
+            await self._transport.close(self.close_with.code, self.close_with.reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("close failed: %r", exc)
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
+            self._finish()
 
     def _failed(self, exc: Exception) -> None:
         """The socket broke under us: nothing more can be said to the peer."""
@@ -205,29 +230,5 @@ class Outbox:
         self._queue.clear()
         self._size = 0
         if self.close_with is None:
-            self.close_with = Disconnect(3009, "write error")
+            self.close_with = DISCONNECT_WRITE_ERROR
         self._finish()
-
-
-async def _resume(write: Coroutine[Any, Any, None], waiting: Any) -> None:
-    """Drive a coroutine that was started by hand and is waiting on ``waiting``."""
-    while True:
-        try:
-            if waiting is None:
-                await asyncio.sleep(0)
-            else:
-                # What a Task does with a yielded future before it waits on it.
-                waiting._asyncio_future_blocking = False
-                await waiting
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            try:
-                waiting = write.throw(exc)
-            except StopIteration:
-                return
-            continue
-        try:
-            waiting = write.send(None)
-        except StopIteration:
-            return

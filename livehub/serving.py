@@ -79,7 +79,7 @@ def draining_server(app: FastAPI, node: Node, log_level: str) -> DrainingServer:
     """uvicorn serving ``app`` as ``livehub serve`` and its workers do."""
     config = uvicorn.Config(
         app,
-        ws=client_protocol(node),  # the client endpoint is answered from the socket, not ASGI
+        http=client_protocol(node),  # the client endpoint is answered from the socket, not ASGI
         ws_max_size=node.settings.websocket.message_size_limit,
         ws_ping_interval=None,  # the protocol has its own pings
         ws_per_message_deflate=False,

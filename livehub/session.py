@@ -103,7 +103,7 @@ class Session:
         self.conn_info: bytes | None = None
         self.name = ""
         self.subs: dict[str, Subscription] = {}
-        self.outbox = Outbox(transport, cfg.queue_max_size, cfg.write_batch_size, cfg.write_delay)
+        self.outbox = Outbox(transport, cfg.queue_max_size, cfg.write_batch_size, node.flusher)
         self.connected = False
         self.closed = False
         self._connect_failed = False

@@ -11,9 +11,10 @@ client endpoint below ASGI instead (``livehub.connection``).
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,16 +29,72 @@ log = logging.getLogger("livehub.transport")
 
 
 class ASGITransport:
-    __slots__ = ("_send",)
+    """A Session's transport over ASGI messages: ``write`` starts the ASGI ``send`` and
+    reports whether it finished at once (it does unless the socket pushes back)."""
+
+    __slots__ = ("_send", "_pending")
 
     def __init__(self, send: Callable[[Any], Awaitable[None]]) -> None:
         self._send = send
+        #: A send that had to wait: the coroutine, started by hand, and what it waits on.
+        self._pending: tuple[Coroutine[Any, Any, None], Any] | None = None
 
-    async def send(self, frame: str) -> None:
-        await self._send({"type": "websocket.send", "text": frame})
+    def write(self, frame: str) -> bool:
+        send = self._send({"type": "websocket.send", "text": frame})
+        if not isinstance(send, Coroutine):  # a plain awaitable: nothing to step by hand
+            self._pending = (_await(send), None)
+            return False
+        try:
+            waiting = send.send(None)
+        except StopIteration:
+            return True
+        self._pending = (send, waiting)
+        return False
+
+    async def drained(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        send, waiting = pending
+        try:
+            await _resume(send, waiting)
+        except asyncio.CancelledError:
+            send.close()
+            raise
 
     async def close(self, code: int, reason: str) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:  # the peer never took it: abandoned
+            pending[0].close()
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+async def _await(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+async def _resume(send: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Drive a coroutine that was started by hand and is waiting on ``waiting``."""
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                # What a Task does with a yielded future before it waits on it.
+                waiting._asyncio_future_blocking = False
+                await waiting
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            try:
+                waiting = send.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting = send.send(None)
+        except StopIteration:
+            return
 
 
 def origin_allowed(headers: dict[str, str], patterns: list[str]) -> bool:

@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import websockets
 
@@ -144,6 +145,33 @@ async def test_a_peer_that_stops_reading_is_closed_and_others_get_everything(por
         while await reader.read(1 << 20):
             pass
     writer.close()
+
+
+async def test_upgrade_in_pieces_with_a_frame_right_behind_it(port: int) -> None:
+    request = (
+        b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for piece in (request[:3], request[3:40], request[40:] + client_frame(b'{"id":1,"connect":{}}')):
+        writer.write(piece)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    opcode, payload = await anext(server_frames(reader))
+    assert opcode == OP_TEXT and payload.startswith(b'{"id":1,"connect":')
+    writer.close()
+
+
+async def test_http_requests_on_the_same_port_reach_the_app(port: int) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        for _ in range(2):  # the second one on the kept-alive connection
+            response = await http.get("/openapi.json")
+            assert response.status_code == 200 and "paths" in response.json()
+        # the endpoint's URL without an upgrade is the app's too (no HTTP route there)
+        assert (await http.get("/connection/websocket")).status_code == 404
 
 
 # -- raw client helpers

@@ -24,6 +24,7 @@ from livehub.node import Node
 from livehub.protocol.fossil import apply_delta
 from livehub.session import Session
 from livehub.settings import Settings
+from livehub.transport import ASGITransport
 
 SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
 TIMEOUT = 2.0
@@ -44,7 +45,8 @@ async def eventually(condition: Callable[[], object], what: str = "") -> None:
 
 
 class FakeTransport:
-    """Records frames and the close; ``gate`` cleared makes ``send`` wait until it is set."""
+    """Records frames and the close; ``gate`` cleared is a socket pushing back: ``write``
+    still takes the frame but says so, and ``drained`` waits until the gate is set."""
 
     def __init__(self) -> None:
         self.frames: list[str] = []
@@ -54,13 +56,18 @@ class FakeTransport:
         self.gate.set()
         self.blocked = 0
 
-    async def send(self, frame: str) -> None:
+    def write(self, frame: str) -> bool:
+        assert self.close_code is None, "write after close"
+        self.frames.append(frame)
+        return self.gate.is_set()
+
+    async def drained(self) -> None:
         if not self.gate.is_set():
             self.blocked += 1
-            await self.gate.wait()
-            self.blocked -= 1
-        assert self.close_code is None, "send after close"
-        self.frames.append(frame)
+            try:
+                await self.gate.wait()
+            finally:
+                self.blocked -= 1
 
     async def close(self, code: int, reason: str) -> None:
         assert self.close_code is None, "closed twice"
@@ -878,11 +885,11 @@ async def test_queued_messages_go_out_in_one_frame(
     await client.connect()
     await client.subscribe("chat")
     client.transport.gate.clear()
+    sent = len(client.transport.frames)
     await node.publish("chat", b"0")
-    await eventually(lambda: client.transport.blocked == 1)  # the writer is busy sending "0"
+    await eventually(lambda: client.transport.blocked == 1)  # "0" written; the socket pushes back
     for i in range(1, 4):
         await node.publish("chat", str(i).encode())
-    sent = len(client.transport.frames)
     client.transport.gate.set()
     await eventually(lambda: len(client.pubs("chat")) == 4)
     frames = [frame.split("\n") for frame in client.transport.frames[sent:]]
@@ -897,11 +904,11 @@ async def test_batches_are_limited_by_write_batch_size(
     await client.connect()
     await client.subscribe("chat")
     client.transport.gate.clear()
+    sent = len(client.transport.frames)
     await node.publish("chat", b"0")
     await eventually(lambda: client.transport.blocked == 1)
     for i in range(1, 6):
         await node.publish("chat", str(i).encode())
-    sent = len(client.transport.frames)
     client.transport.gate.set()
     await eventually(lambda: len(client.pubs("chat")) == 6)
     assert [frame.count("\n") + 1 for frame in client.transport.frames[sent:]] == [1, 2, 2, 1]
@@ -967,3 +974,33 @@ async def test_write_delay_packs_publications_of_separate_loop_turns(
     await eventually(lambda: len(client.pubs("chat")) == 3)
     got = client.transport.frames[sent:]
     assert [[json.loads(m)["push"]["pub"]["data"] for m in f.split("\n")] for f in got] == frames
+
+
+async def test_asgi_transport_reports_push_back_and_resumes_the_send() -> None:
+    """The ASGI path of the Hub's router: a send that has to wait makes ``write`` return
+    False, ``drained`` finishes that very send; a close abandons a send stuck for good."""
+    sent: list[dict[str, Any]] = []
+    writable = asyncio.Event()
+    writable.set()
+
+    async def send(message: dict[str, Any]) -> None:
+        await writable.wait()
+        sent.append(message)
+
+    transport = ASGITransport(send)
+    assert transport.write("a") is True
+    writable.clear()
+    assert transport.write("b") is False
+    drained = asyncio.create_task(transport.drained())
+    await asyncio.sleep(0.01)
+    assert not drained.done() and [m["text"] for m in sent] == ["a"]
+    writable.set()
+    await asyncio.wait_for(drained, 1)
+    assert [m["text"] for m in sent] == ["a", "b"]
+    writable.clear()
+    assert transport.write("stuck") is False
+    close = asyncio.create_task(transport.close(3008, "slow"))
+    await asyncio.sleep(0.01)
+    writable.set()
+    await asyncio.wait_for(close, 1)
+    assert sent[2:] == [{"type": "websocket.close", "code": 3008, "reason": "slow"}]
