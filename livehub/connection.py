@@ -177,7 +177,8 @@ class ClientConnection(asyncio.Protocol):
         except HandshakeError:
             self._hand_over(head)
             return
-        if "upgrade" not in request.headers:  # a plain GET of the endpoint's URL: the app's
+        if "upgrade" not in request.headers or self.node.authenticates_at_upgrade:
+            # a plain GET of the endpoint's URL, or the app's on_connect must see the request
             self._hand_over(head)
             return
         self._args = None
@@ -283,6 +284,8 @@ class ClientConnection(asyncio.Protocol):
         if self._write_paused and not self._lost:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
+        if self._lost:  # a paused transport is never resumed once lost: do not wait on it
+            raise ConnectionResetError("connection lost")
 
     async def close(self, code: int, reason: str) -> None:
         if self._close_sent or self._lost:

@@ -209,6 +209,7 @@ class Hub:
             )
 
         self._connect = resolve
+        self.node.authenticates_at_upgrade = True
         return func
 
     def channel(

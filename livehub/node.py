@@ -116,6 +116,9 @@ class Node:
         self.subscribe_hook: SubscribeHook | None = None
         self.publish_hook: PublishHook | None = None
         self.disconnect_hook: DisconnectHook | None = None
+        #: Set by ``Hub.on_connect``: the app authenticates at the HTTP upgrade, so connections
+        #: must come through its WebSocket route (``livehub.connection`` hands them over).
+        self.authenticates_at_upgrade = False
         #: Counters for dashboards: publications made through this node, and messages queued to clients.
         self.publications = 0
         self.deliveries = 0

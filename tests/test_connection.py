@@ -13,12 +13,18 @@ import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import pytest
 import websockets
+from fastapi import Header
 
+from livehub import Hub
+from livehub.app import create_app
 from livehub.protocol.websocket import OP_TEXT, _apply_mask_py
+from livehub.serving import draining_server
+from livehub.settings import Settings
 from tests.servers import serve
 
 CONFIG = """
@@ -172,6 +178,38 @@ async def test_http_requests_on_the_same_port_reach_the_app(port: int) -> None:
             assert response.status_code == 200 and "paths" in response.json()
         # the endpoint's URL without an upgrade is the app's too (no HTTP route there)
         assert (await http.get("/connection/websocket")).status_code == 404
+
+
+async def test_an_app_that_authenticates_at_the_upgrade_keeps_its_on_connect() -> None:
+    """With ``Hub.on_connect`` the client endpoint goes through the app's route (where the
+    dependency runs), even when served the way ``livehub serve`` serves."""
+    hub = Hub(Settings())
+
+    @hub.on_connect
+    def by_header(x_user: Annotated[str, Header()] = "") -> str | None:
+        return x_user or None
+
+    app = create_app(hub.settings, hub=hub, demos=False)
+    server = draining_server(app, hub.node, "warning")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:  # noqa: ASYNC110 -- uvicorn sets a flag, no event
+                await asyncio.sleep(0.02)
+        address = f"ws://127.0.0.1:{sock.getsockname()[1]}/connection/websocket"
+        async with websockets.connect(address, additional_headers={"X-User": "erin"}) as ws:
+            await ws.send('{"id":1,"connect":{}}')
+            assert '"id":1,"connect"' in await asyncio.wait_for(ws.recv(), 5)
+            assert [s.user for s in hub.node.sessions.values()] == ["erin"]
+        async with websockets.connect(address) as anonymous:
+            await anonymous.send('{"id":1,"connect":{}}')
+            assert await closed_with(anonymous) == 3501  # no user, anonymous access off
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 15)
 
 
 # -- raw client helpers
