@@ -21,6 +21,7 @@ from livehub.engines.base import HistoryOptions
 from livehub.engines.memory import MemoryBroker, MemoryPresenceManager
 from livehub.models import Publication, StreamPosition
 from livehub.node import Node
+from livehub.outbox import Flusher, Outbox
 from livehub.protocol.fossil import apply_delta
 from livehub.session import Session
 from livehub.settings import Settings
@@ -1004,3 +1005,29 @@ async def test_asgi_transport_reports_push_back_and_resumes_the_send() -> None:
     writable.set()
     await asyncio.wait_for(close, 1)
     assert sent[2:] == [{"type": "websocket.close", "code": 3008, "reason": "slow"}]
+
+
+async def test_a_long_flush_holds_the_next_one_so_messages_share_frames() -> None:
+    """A flush that took 30 ms (thousands of writes, say) holds the next one back for as
+    long, so what arrives meanwhile goes out together; a quick flush holds nothing."""
+
+    class SlowTransport(FakeTransport):
+        def write(self, frame: str) -> bool:
+            if not self.frames:
+                time.sleep(0.03)  # the first flush is expensive
+            return super().write(frame)
+
+    transport = SlowTransport()
+    outbox = Outbox(transport, 1 << 20, 64, Flusher(max_hold=0.05))
+    outbox.put("a")
+    await eventually(lambda: transport.frames == ["a"])
+    outbox.put("b")
+    await asyncio.sleep(0.01)
+    outbox.put("c")
+    assert transport.frames == ["a"]  # held: the last flush took 30 ms
+    await eventually(lambda: len(transport.frames) == 2)
+    assert transport.frames == ["a", "b\nc"]
+    await asyncio.sleep(0.04)  # that flush was quick: the next one is not held
+    outbox.put("d")
+    await asyncio.sleep(0.005)
+    assert transport.frames == ["a", "b\nc", "d"]
