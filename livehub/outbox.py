@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Protocol
 
 from livehub.protocol.codec import join_frame
@@ -43,7 +44,7 @@ class Flusher:
     One per node.
 
     A flush that took long (a publication to thousands of sockets is one write each) holds
-    the next one back for as long as it took, at most ``max_hold``: messages arriving
+    the next one back for as long as it took (from 1 ms, at most ``max_hold``): messages arriving
     meanwhile then share frames, so the cost per delivery falls as the load rises instead
     of every publication paying a full round of writes. Without such load, nothing waits.
     """
@@ -67,12 +68,13 @@ class Flusher:
         self._due.append(outbox)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        start = loop.time()
+        start = time.perf_counter()  # the loop's clock counts whole milliseconds (uvloop)
         due, self._due = self._due, []
         for outbox in due:
             outbox.flush()
-        end = loop.time()
-        self._not_before = end + min(end - start, self._max_hold)
+        took = time.perf_counter() - start
+        # under a millisecond, the timer's resolution, a hold would only add latency
+        self._not_before = loop.time() + min(took, self._max_hold) if took >= 0.001 else 0.0
 
 
 class Outbox:
