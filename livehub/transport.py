@@ -15,7 +15,7 @@ import asyncio
 import fnmatch
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket
@@ -35,15 +35,12 @@ class ASGITransport:
     __slots__ = ("_send", "_pending")
 
     def __init__(self, send: Callable[[Any], Awaitable[None]]) -> None:
-        self._send = send
+        self._send = send  # an ASGI send: an async function, so it returns a coroutine
         #: A send that had to wait: the coroutine, started by hand, and what it waits on.
         self._pending: tuple[Coroutine[Any, Any, None], Any] | None = None
 
     def write(self, frame: str) -> bool:
-        send = self._send({"type": "websocket.send", "text": frame})
-        if not isinstance(send, Coroutine):  # a plain awaitable: nothing to step by hand
-            self._pending = (_await(send), None)
-            return False
+        send = cast(Coroutine[Any, Any, None], self._send({"type": "websocket.send", "text": frame}))
         try:
             waiting = send.send(None)
         except StopIteration:
@@ -67,10 +64,6 @@ class ASGITransport:
         if pending is not None:  # the peer never took it: abandoned
             pending[0].close()
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
-
-
-async def _await(awaitable: Awaitable[None]) -> None:
-    await awaitable
 
 
 async def _resume(send: Coroutine[Any, Any, None], waiting: Any) -> None:

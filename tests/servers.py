@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,3 +61,20 @@ def serve(config: str | Path | None, port: int | None = None, host: str = "127.0
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def provision(script: str, what: str) -> None:
+    """Run a set-up script of the repo (``scripts/…``, ``frontend/build.sh``); on failure,
+    fail the test with why it was needed and the end of the script's output."""
+    proc = subprocess.run(
+        ["bash", str(ROOT / script)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.rstrip().splitlines()[-60:])
+        pytest.fail(f"{script} failed (exit {proc.returncode}), {what}:\n{tail}", pytrace=False)

@@ -62,8 +62,8 @@ async def test_commands_in_fragments_and_websocket_pings(port: int) -> None:
         await ws.send(iter(['{"id":1,"con', 'nect":{}}\n{"id":2,"subscribe":', '{"channel":"frag"}}']))
         frame = await asyncio.wait_for(ws.recv(), 5)
         assert '"id":1,"connect"' in frame and '"id":2,"subscribe"' in frame
-        latency = await asyncio.wait_for(await ws.ping(b"abc"), 5)  # answered with a pong
-        assert latency >= 0
+        pong = await ws.ping(b"abc")
+        await asyncio.wait_for(pong, 5)  # times out unless the server answers with a pong
         await ws.send('{"id":3,"publish":{"channel":"frag","data":"é"}}')
         frames = ""
         while '"id":3' not in frames:

@@ -13,14 +13,13 @@ Each test also saves screenshots of its page at 1280x800 and 390x844 into ``docs
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from tests.servers import ROOT, serve
+from tests.servers import ROOT, provision, serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -40,27 +39,12 @@ TIMEOUT_MS = 10_000
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-def _run(script: str, what: str) -> None:
-    proc = subprocess.run(
-        ["bash", str(ROOT / script)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.splitlines()[-40:])
-        pytest.fail(f"{script} failed (exit {proc.returncode}), {what}:\n{tail}", pytrace=False)
-
-
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        _run("scripts/provision_browser.sh", "the browser tests need Chromium")
+        provision("scripts/provision_browser.sh", "the browser tests need Chromium")
     if not BUNDLE.exists():
-        _run("frontend/build.sh", "the demo pages need the SDK bundle")
+        provision("frontend/build.sh", "the demo pages need the SDK bundle")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.servers import ROOT, provision
+
 PEERS = Path(__file__).resolve().parent
 CONFIG = PEERS / "config.json"
 CACHE = ROOT / ".cache" / "peers"
@@ -88,20 +89,7 @@ def _livehub_command() -> list[str]:
 @pytest.fixture(scope="session")
 def provisioned() -> None:
     """Runs scripts/provision_peers.sh (idempotent, fast once done)."""
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "provision_peers.sh")],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"scripts/provision_peers.sh failed (exit {proc.returncode}):\n{tail(proc.stdout)}",
-            pytrace=False,
-        )
+    provision("scripts/provision_peers.sh", "the conformance tests need the official SDKs")
 
 
 @pytest.fixture(scope="module")
