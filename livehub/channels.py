@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from livehub.protocol.codes import ERROR_BAD_REQUEST, ERROR_UNKNOWN_CHANNEL
+from livehub.protocol.codes import error_bad_request, error_unknown_channel
 from livehub.settings import NamespaceOptions, Settings
 
 
@@ -32,12 +32,12 @@ class ChannelRules:
         if opts is not None:
             return opts
         if not channel or len(channel) > self._max_length or not channel.isprintable() or " " in channel:
-            raise ERROR_BAD_REQUEST
+            raise error_bad_request()
         name = channel.removeprefix(self.private_prefix)
         ns = name.split(self._ns_boundary, 1)[0] if self._ns_boundary in name else ""
         found = self._settings.namespace(ns)
         if found is None:
-            raise ERROR_UNKNOWN_CHANNEL
+            raise error_unknown_channel()
         if len(self._cache) < 65536:
             self._cache[channel] = found
         return found

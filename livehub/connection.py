@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from livehub.node import Node
-from livehub.protocol.codes import DISCONNECT_INAPPROPRIATE_PROTOCOL, Disconnect
+from livehub.protocol.codes import Disconnect, disconnect_inappropriate_protocol
 from livehub.protocol.websocket import (
     OP_BINARY,
     OP_CLOSE,
@@ -235,7 +235,7 @@ class ClientConnection(asyncio.Protocol):
                 self._reading_paused = True
                 self._transport.pause_reading()
         elif opcode == OP_BINARY:
-            session.disconnect(DISCONNECT_INAPPROPRIATE_PROTOCOL)
+            session.disconnect(disconnect_inappropriate_protocol())
         elif opcode == OP_PING:
             if not self._close_sent:
                 self._transport.write(encode_frame(OP_PONG, payload))

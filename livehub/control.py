@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from livehub.models import StreamPosition
-from livehub.protocol.codes import DISCONNECT_FORCE_NO_RECONNECT, Disconnect
+from livehub.protocol.codes import Disconnect, disconnect_force_no_reconnect
 
 if TYPE_CHECKING:
     from livehub.node import Node
@@ -222,7 +222,7 @@ class DisconnectUser(InstantCommand):
     whitelist: frozenset[str] = frozenset()
 
     def apply_now(self, node: Node) -> int:
-        disconnect = self.disconnect or DISCONNECT_FORCE_NO_RECONNECT
+        disconnect = self.disconnect or disconnect_force_no_reconnect()
         targets = [s for s in self.target.select(node) if s.id not in self.whitelist]
         for s in targets:
             s.disconnect(disconnect)

@@ -61,13 +61,20 @@ from livehub.engines.base import EngineUnavailable
 from livehub.models import Publication, StreamPosition
 from livehub.node import Node
 from livehub.protocol.codec import info_dict
-from livehub.protocol.codes import ERROR_BAD_REQUEST, Disconnect, Error
+from livehub.protocol.codes import Disconnect, Error, error_bad_request
 from livehub.settings import HttpApiSettings
 
 log = logging.getLogger("livehub.http_api")
 
-ERROR_INTERNAL = Error(100, "internal server error")
-ERROR_NOT_FOUND = Error(104, "not found")
+
+def api_error_internal() -> Error:
+    """The server API's 100 is not temporary (the client SDKs' is)."""
+    return Error(100, "internal server error")
+
+
+def api_error_not_found() -> Error:
+    return Error(104, "not found")
+
 
 #: ``X-Centrifugo-Error-Mode: transport``: error code -> HTTP status (anything else: 500).
 HTTP_STATUS = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416, 113: 409}
@@ -314,7 +321,7 @@ def _json(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
-        raise ERROR_BAD_REQUEST from None
+        raise error_bad_request() from None
 
 
 def _payload(req: BaseModel, field: str, b64_field: str) -> bytes | None:
@@ -324,7 +331,7 @@ def _payload(req: BaseModel, field: str, b64_field: str) -> bytes | None:
         try:
             return _json(orjson.loads(base64.b64decode(b64, validate=True)))
         except (binascii.Error, ValueError):
-            raise ERROR_BAD_REQUEST from None
+            raise error_bad_request() from None
     if field in req.model_fields_set:
         return _json(getattr(req, field))
     return None
@@ -353,7 +360,7 @@ def _publication(pub: Publication) -> dict[str, Any]:
 def _channel(node: Node, channel: str) -> str:
     """A required channel: 107 if missing, 102 if its namespace is unknown."""
     if not channel:
-        raise ERROR_BAD_REQUEST
+        raise error_bad_request()
     node.options(channel)
     return channel
 
@@ -365,17 +372,17 @@ async def _guard(op: Awaitable[dict[str, Any]]) -> tuple[dict[str, Any] | None, 
         return None, exc
     except EngineUnavailable as exc:  # Redis/NATS down: a temporary internal error, no traceback
         log.warning("server API call failed, engine unavailable: %s", exc)
-        return None, ERROR_INTERNAL
+        return None, api_error_internal()
     except Exception:
         log.exception("server API call failed")
-        return None, ERROR_INTERNAL
+        return None, api_error_internal()
 
 
 async def publish(node: Node, req: PublishRequest) -> dict[str, Any]:
     channel = _channel(node, req.channel)
     data = _payload(req, "data", "b64data")
     if data is None:
-        raise ERROR_BAD_REQUEST
+        raise error_bad_request()
     sp = await node.publish(
         channel, data, tags=req.tags, idempotency_key=req.idempotency_key, skip_history=req.skip_history
     )
@@ -384,10 +391,10 @@ async def publish(node: Node, req: PublishRequest) -> dict[str, Any]:
 
 async def broadcast(node: Node, req: BroadcastRequest) -> dict[str, Any]:
     if not req.channels:
-        raise ERROR_BAD_REQUEST
+        raise error_bad_request()
     data = _payload(req, "data", "b64data")
     if data is None:
-        raise ERROR_BAD_REQUEST
+        raise error_bad_request()
 
     async def one(channel: str) -> dict[str, Any]:
         async def op() -> dict[str, Any]:
@@ -439,7 +446,7 @@ async def disconnect(node: Node, req: DisconnectRequest) -> dict[str, Any]:
     if req.disconnect is not None and req.disconnect.code:
         code, reason = req.disconnect.code, req.disconnect.reason
         if not 3000 <= code <= 4999 or len(reason.encode()) > 123:  # a valid WebSocket close
-            raise ERROR_BAD_REQUEST
+            raise error_bad_request()
         custom = Disconnect(code, reason)
     await node.command(control.DisconnectUser(_target(req), custom, frozenset(req.whitelist)))
     return {}
@@ -483,7 +490,7 @@ async def info(node: Node, req: InfoRequest) -> dict[str, Any]:
 
 async def rpc(node: Node, req: RPCRequest) -> dict[str, Any]:
     if not req.method:
-        raise ERROR_BAD_REQUEST
+        raise error_bad_request()
     params = _json(req.params) if "params" in req.model_fields_set else None
     result = await node.call_api_rpc(req.method, params)
     if result is None:
@@ -514,13 +521,13 @@ OPERATIONS: dict[str, Operation] = {
 async def batch(node: Node, req: BatchRequest) -> dict[str, Any]:
     async def one(command: Command | None) -> dict[str, Any]:
         if command is None:
-            return {"error": _error(ERROR_BAD_REQUEST)}
+            return {"error": _error(error_bad_request())}
         for name in Command.model_fields:
             request = getattr(command, name)
             if request is not None:
                 result, error = await _guard(OPERATIONS[name](node, request))
                 return {"error": _error(error)} if error is not None else {name: result}
-        return {"error": _error(ERROR_NOT_FOUND)}
+        return {"error": _error(api_error_not_found())}
 
     if req.parallel:
         replies = list(await asyncio.gather(*(one(c) for c in req.commands)))

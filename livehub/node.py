@@ -34,11 +34,11 @@ from livehub.outbox import Flusher
 from livehub.protocol import fossil
 from livehub.protocol.codec import encode_publication, encode_push, info_dict
 from livehub.protocol.codes import (
-    DISCONNECT_SHUTDOWN,
-    ERROR_BAD_REQUEST,
-    ERROR_NOT_AVAILABLE,
-    ERROR_UNRECOVERABLE_POSITION,
     Error,
+    disconnect_shutdown,
+    error_bad_request,
+    error_not_available,
+    error_unrecoverable_position,
 )
 from livehub.settings import NamespaceOptions, Settings
 
@@ -136,7 +136,7 @@ class Node:
         """Ask every client to reconnect (3001) and wait a little for the close frames to go."""
         sessions = list(self.sessions.values())
         for session in sessions:
-            session.disconnect(DISCONNECT_SHUTDOWN)
+            session.disconnect(disconnect_shutdown())
         if sessions:
             await asyncio.wait(
                 [asyncio.ensure_future(s.outbox.wait_closed()) for s in sessions], timeout=grace
@@ -302,7 +302,7 @@ class Node:
     ) -> tuple[list[Publication], StreamPosition]:
         opts = self.options(channel)
         if not opts.history_enabled:
-            raise ERROR_NOT_AVAILABLE
+            raise error_not_available()
         return await self.broker.history(
             channel, HistoryOptions(limit, since, reverse, history_meta_ttl=opts.history_meta_ttl)
         )
@@ -313,12 +313,12 @@ class Node:
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         if not self.options(channel).presence:
-            raise ERROR_NOT_AVAILABLE
+            raise error_not_available()
         return await self.presence_manager.presence(channel)
 
     async def presence_stats(self, channel: str) -> PresenceStats:
         if not self.options(channel).presence:
-            raise ERROR_NOT_AVAILABLE
+            raise error_not_available()
         return await self.presence_manager.presence_stats(channel)
 
     def rpc(self, method: str) -> Callable[[RPCHandler], RPCHandler]:
@@ -332,7 +332,7 @@ class Node:
 
     async def call_rpc(self, session: Session, method: str, data: bytes | None) -> Any:
         if not self.rpc_handlers:
-            raise ERROR_NOT_AVAILABLE
+            raise error_not_available()
         handler = self.rpc_handlers.get(method)
         if handler is None:
             raise Error(104, "method not found")
@@ -365,15 +365,15 @@ class Node:
         """History as the server API reads it: no publication cap, a stale ``since.epoch`` is 112."""
         if reverse and since is not None and since.offset == 0:
             self.options(channel)
-            raise ERROR_BAD_REQUEST
+            raise error_bad_request()
         pubs, sp = await self.history(channel, limit, since, reverse)
         if since is not None and since.epoch and since.epoch != sp.epoch:
-            raise ERROR_UNRECOVERABLE_POSITION
+            raise error_unrecoverable_position()
         return pubs, sp
 
     async def remove_history(self, channel: str) -> None:
         if not self.options(channel).history_enabled:
-            raise ERROR_NOT_AVAILABLE
+            raise error_not_available()
         await self.broker.remove_history(channel)
 
     def channels_matching(self, pattern: str = "") -> dict[str, int]:
@@ -423,7 +423,7 @@ class Node:
         """108 if no API RPC method is registered at all, 104 for an unknown one."""
         handlers = self.api_rpc_handlers
         if not handlers:
-            raise ERROR_NOT_AVAILABLE
+            raise error_not_available()
         handler = handlers.get(method)
         if handler is None:
             raise Error(104, "not found")

@@ -18,7 +18,7 @@ import time
 from typing import Protocol
 
 from livehub.protocol.codec import join_frame
-from livehub.protocol.codes import DISCONNECT_SLOW, DISCONNECT_WRITE_ERROR, Disconnect
+from livehub.protocol.codes import Disconnect, disconnect_slow, disconnect_write_error
 
 log = logging.getLogger("livehub.outbox")
 
@@ -120,7 +120,7 @@ class Outbox:
         self._size += len(message)
         if self._size > self._max_size:
             log.info("closing slow connection: %d bytes queued", self._size)
-            self.close(DISCONNECT_SLOW)
+            self.close(disconnect_slow())
             return
         if self._size > self.peak:
             self.peak = self._size
@@ -132,7 +132,7 @@ class Outbox:
         if self.close_with is not None or self._done:
             return
         self.close_with = disconnect
-        if disconnect is DISCONNECT_SLOW:
+        if disconnect.code == 3008:  # slow: what is queued is dropped
             self._queue.clear()
             self._size = 0
             if self._task is not None:
@@ -244,5 +244,5 @@ class Outbox:
         self._queue.clear()
         self._size = 0
         if self.close_with is None:
-            self.close_with = DISCONNECT_WRITE_ERROR
+            self.close_with = disconnect_write_error()
         self._finish()

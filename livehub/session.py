@@ -9,6 +9,7 @@ Protocol errors become error replies or close codes; they never escape as except
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -159,7 +160,7 @@ class Session:
 
     def _on_stale(self) -> None:
         if not self.connected:
-            self.disconnect(codes.DISCONNECT_STALE)
+            self.disconnect(codes.disconnect_stale())
 
     def _on_ping(self) -> None:
         self.outbox.put(PING)
@@ -167,11 +168,11 @@ class Session:
         self._timer("ping", self.cfg.ping_interval, self._on_ping)
 
     def _on_no_pong(self) -> None:
-        self.disconnect(codes.DISCONNECT_NO_PONG)
+        self.disconnect(codes.disconnect_no_pong())
 
     def _on_expired(self) -> None:
         if self._expires_at and self._expires_at <= time.time():
-            self.disconnect(codes.DISCONNECT_EXPIRED)
+            self.disconnect(codes.disconnect_expired())
 
     def _set_expiry(self, expires_at: int) -> dict[str, Any]:
         self._expires_at = expires_at
@@ -188,7 +189,7 @@ class Session:
         sub = self.subs.get(channel)
         if sub is not None and not sub.lost:
             sub.lost = True
-            self._loop.create_task(self._unsubscribe_push(channel, codes.UNSUBSCRIBE_INSUFFICIENT_STATE))
+            self._loop.create_task(self._unsubscribe_push(channel, codes.unsubscribe_insufficient_state()))
 
     # -- commands
 
@@ -217,12 +218,12 @@ class Session:
             self.outbox.put(encode_error(command.id, exc))
         except EngineUnavailable as exc:  # temporary: the SDKs retry
             log.warning("client %s: %s failed, engine unavailable: %s", self.id, command.method, exc)
-            self.outbox.put(encode_error(command.id, codes.ERROR_INTERNAL))
+            self.outbox.put(encode_error(command.id, codes.error_internal()))
             if command.method == "connect":  # half connected: start over on a new connection
-                self.disconnect(codes.DISCONNECT_SERVER_ERROR)
+                self.disconnect(codes.disconnect_server_error())
         except Exception:
             log.exception("client %s: %s failed", self.id, command.method)
-            self.outbox.put(encode_error(command.id, codes.ERROR_INTERNAL))
+            self.outbox.put(encode_error(command.id, codes.error_internal()))
 
     async def _dispatch(self, command: Command) -> None:
         method, request = command.method, command.request
@@ -230,16 +231,16 @@ class Session:
             self._timer("pong", 0, None)
             return
         if self._connect_failed:
-            raise codes.DISCONNECT_BAD_REQUEST
+            raise codes.disconnect_bad_request()
         if not self.connected:
             if not isinstance(request, ConnectRequest):
-                raise codes.DISCONNECT_BAD_REQUEST
+                raise codes.disconnect_bad_request()
             result = await self._connect(request)
             self.outbox.put(encode_reply(command.id, "connect", result))
             await self._after_connect()
             return
         if isinstance(request, ConnectRequest):
-            raise codes.DISCONNECT_BAD_REQUEST
+            raise codes.disconnect_bad_request()
         if isinstance(request, SubscribeRequest):
             result, joined = await self._subscribe_client(request)
             self.outbox.put(encode_reply(command.id, method, result))
@@ -250,7 +251,7 @@ class Session:
         if isinstance(request, SendRequest):
             return  # no message handler: fire-and-forget data is dropped, as Centrifugo does
         if method not in _HANDLED:  # "ping" exists in the schema; Centrifuge answers 108
-            raise codes.ERROR_NOT_AVAILABLE
+            raise codes.error_not_available()
         handler: Callable[[Any], Awaitable[dict[str, Any]]] = getattr(self, "_cmd_" + method)
         result = await handler(request)
         self.outbox.put(encode_reply(command.id, method, result))
@@ -263,16 +264,16 @@ class Session:
         channels: list[str] = []
         if req.token:
             if not node.connect_verifier.enabled:
-                raise codes.DISCONNECT_INVALID_TOKEN
+                raise codes.disconnect_invalid_token()
             try:
                 token = node.connect_verifier.connect_token(req.token)
             except TokenExpired:
-                raise codes.ERROR_TOKEN_EXPIRED from None
+                raise codes.error_token_expired() from None
             except InvalidToken as exc:
                 log.info("invalid connection token: %s", exc)
-                raise codes.DISCONNECT_INVALID_TOKEN from None
+                raise codes.disconnect_invalid_token() from None
             if token.exp and token.exp <= time.time():
-                raise codes.ERROR_TOKEN_EXPIRED
+                raise codes.error_token_expired()
             self.user, self.conn_info, expires_at, channels = (
                 token.user,
                 token.info,
@@ -280,16 +281,16 @@ class Session:
                 token.channels,
             )
         elif isinstance(self.credentials, Error | Disconnect):
-            raise self.credentials
+            raise dataclasses.replace(self.credentials)  # a fresh instance: no traceback kept
         elif self.credentials is not None:
             creds = self.credentials
             self.user, self.conn_info, expires_at = creds.user, creds.info, creds.expire_at
             channels = list(creds.channels)
         elif not (cfg.insecure or cfg.allow_anonymous_connect_without_token):
-            raise codes.DISCONNECT_BAD_REQUEST
+            raise codes.disconnect_bad_request()
         limit = cfg.user_connection_limit
         if limit and self.user and len(node.users.get(self.user, ())) >= limit:
-            raise codes.DISCONNECT_CONNECTION_LIMIT
+            raise codes.disconnect_connection_limit()
         self.name = req.name
         self.connected = True
         self._timer("stale", 0, None)
@@ -329,12 +330,12 @@ class Session:
     async def _subscribe_client(self, req: SubscribeRequest) -> tuple[dict[str, Any], bool]:
         node, channel = self.node, req.channel
         if not channel:
-            raise codes.ERROR_BAD_REQUEST
+            raise codes.error_bad_request()
         opts = node.rules.options(channel)
         if channel in self.subs:
-            raise codes.ERROR_ALREADY_SUBSCRIBED
+            raise codes.error_already_subscribed()
         if len(self.subs) >= self.cfg.channel_limit:
-            raise codes.ERROR_LIMIT_EXCEEDED
+            raise codes.error_limit_exceeded()
         params = SubscribeParams(
             recover=req.recover,
             offset=req.offset,
@@ -346,15 +347,15 @@ class Session:
             reject_unrecovered=bool(req.flag & FLAG_REJECT_UNRECOVERED),
         )
         if req.token:
-            token = self._subscribe_token(channel, req.token, invalid=codes.ERROR_PERMISSION_DENIED)
+            token = self._subscribe_token(channel, req.token, invalid=codes.error_permission_denied())
             if token.exp and token.exp <= time.time():
-                raise codes.ERROR_TOKEN_EXPIRED
+                raise codes.error_token_expired()
             params.info, params.data, params.expires_at = token.info, token.data, token.exp
         else:
             hook = node.subscribe_hook
             allowed = await hook(self, channel, req.data) if hook is not None else None
             if not (allowed or (allowed is None and self._may_subscribe(channel, opts))):
-                raise codes.ERROR_PERMISSION_DENIED
+                raise codes.error_permission_denied()
         result = await self._subscribe(channel, opts, params)
         return result, opts.join_leave
 
@@ -414,7 +415,7 @@ class Session:
                 sub.delta_ready = False
 
     def _expire_subscription(self, channel: str) -> None:
-        self._loop.create_task(self._unsubscribe_push(channel, codes.UNSUBSCRIBE_EXPIRED))
+        self._loop.create_task(self._unsubscribe_push(channel, codes.unsubscribe_expired()))
 
     async def _unsubscribe_push(self, channel: str, reason: codes.Unsubscribe) -> None:
         if channel in self.subs and not self.closed:
@@ -471,7 +472,7 @@ class Session:
 
     async def _cmd_publish(self, req: PublishRequest) -> dict[str, Any]:
         if not req.channel:
-            raise codes.ERROR_BAD_REQUEST
+            raise codes.error_bad_request()
         opts = self.node.rules.options(req.channel)
         hook = self.node.publish_hook
         data = await hook(self, req.channel, req.data) if hook is not None else None
@@ -482,7 +483,7 @@ class Session:
                 opts.allow_publish_for_subscriber,
                 opts.allow_publish_for_anonymous,
             ):
-                raise codes.ERROR_PERMISSION_DENIED
+                raise codes.error_permission_denied()
             data = req.data
         await self.node.publish(req.channel, data, info=self.info(self.subs.get(req.channel)))
         return {}
@@ -490,14 +491,14 @@ class Session:
     def _check_presence(self, channel: str) -> None:
         opts = self.node.rules.options(channel)
         if not opts.presence:
-            raise codes.ERROR_NOT_AVAILABLE
+            raise codes.error_not_available()
         if not self._allowed(
             channel,
             opts.allow_presence_for_client,
             opts.allow_presence_for_subscriber,
             opts.allow_presence_for_anonymous,
         ):
-            raise codes.ERROR_PERMISSION_DENIED
+            raise codes.error_permission_denied()
 
     async def _cmd_presence(self, req: ChannelRequest) -> dict[str, Any]:
         self._check_presence(req.channel)
@@ -512,18 +513,18 @@ class Session:
     async def _cmd_history(self, req: HistoryRequest) -> dict[str, Any]:
         opts = self.node.rules.options(req.channel)
         if not opts.history_enabled:
-            raise codes.ERROR_NOT_AVAILABLE
+            raise codes.error_not_available()
         if not self._may_read_history(req.channel, opts):
-            raise codes.ERROR_PERMISSION_DENIED
+            raise codes.error_permission_denied()
         if req.reverse and req.since is not None and req.since.offset == 0:
-            raise codes.ERROR_BAD_REQUEST
+            raise codes.error_bad_request()
         max_limit = self.cfg.history_max_publication_limit
         limit = max_limit if req.limit < 0 or req.limit > max_limit else req.limit
         pubs, sp = await self.node.broker.history(
             req.channel, HistoryOptions(limit, req.since, req.reverse, opts.history_meta_ttl)
         )
         if req.since is not None and req.since.epoch and req.since.epoch != sp.epoch:
-            raise codes.ERROR_UNRECOVERABLE_POSITION
+            raise codes.error_unrecoverable_position()
         return {"publications": [pub_dict(p) for p in pubs], "epoch": sp.epoch, "offset": sp.offset}
 
     async def _cmd_rpc(self, req: RPCRequest) -> dict[str, Any]:
@@ -535,15 +536,15 @@ class Session:
 
     async def _cmd_refresh(self, req: RefreshRequest) -> dict[str, Any]:
         if not req.token:
-            raise codes.DISCONNECT_BAD_REQUEST
+            raise codes.disconnect_bad_request()
         try:
             token = self.node.connect_verifier.connect_token(req.token)
         except TokenExpired:
-            raise codes.DISCONNECT_EXPIRED from None
+            raise codes.disconnect_expired() from None
         except InvalidToken:
-            raise codes.DISCONNECT_INVALID_TOKEN from None
+            raise codes.disconnect_invalid_token() from None
         if token.user != self.user:
-            raise codes.DISCONNECT_INVALID_TOKEN
+            raise codes.disconnect_invalid_token()
         if token.info is not None:
             self.conn_info = token.info
         return self._set_expiry(token.exp)
@@ -551,10 +552,10 @@ class Session:
     async def _cmd_sub_refresh(self, req: SubRefreshRequest) -> dict[str, Any]:
         sub = self.subs.get(req.channel)
         if sub is None:
-            raise codes.ERROR_PERMISSION_DENIED
+            raise codes.error_permission_denied()
         if not req.token:
-            raise codes.ERROR_BAD_REQUEST
-        token = self._subscribe_token(req.channel, req.token, invalid=codes.DISCONNECT_INVALID_TOKEN)
+            raise codes.error_bad_request()
+        token = self._subscribe_token(req.channel, req.token, invalid=codes.disconnect_invalid_token())
         return self._set_sub_expiry(sub, token.exp)
 
     def _subscribe_token(self, channel: str, token: str, invalid: Error | Disconnect) -> SubscribeToken:
@@ -562,12 +563,12 @@ class Session:
         try:
             claims = self.node.subscribe_verifier.subscribe_token(token)
         except TokenExpired:
-            raise codes.ERROR_TOKEN_EXPIRED from None
+            raise codes.error_token_expired() from None
         except InvalidToken as exc:
             log.info("invalid subscription token: %s", exc)
             raise invalid from None
         if claims.channel != channel or claims.user != self.user or claims.client not in ("", self.id):
-            raise codes.DISCONNECT_INVALID_TOKEN
+            raise codes.disconnect_invalid_token()
         return claims
 
     def _set_sub_expiry(self, sub: Subscription, expires_at: int) -> dict[str, Any]:
@@ -602,7 +603,7 @@ class Session:
         if self.closed or not self.connected or channel in self.subs:
             return
         if len(self.subs) >= self.cfg.channel_limit:
-            self.disconnect(codes.DISCONNECT_CHANNEL_LIMIT)
+            self.disconnect(codes.disconnect_channel_limit())
             return
         params = SubscribeParams(info=info, data=data, expires_at=expire_at)
         if recover_since is not None:
@@ -625,12 +626,12 @@ class Session:
 
     async def server_unsubscribe(self, channel: str) -> None:
         """Leave a channel and tell the client: ``unsubscribe`` push, code 2000."""
-        await self._unsubscribe_push(channel, codes.UNSUBSCRIBE_SERVER)
+        await self._unsubscribe_push(channel, codes.unsubscribe_server())
 
     def server_refresh(self, expired: bool = False, expire_at: int = 0, info: bytes | None = None) -> None:
         """Set when the connection expires (0: never) with a ``refresh`` push, or end it now (3005)."""
         if expired or 0 < expire_at <= time.time():
-            self.disconnect(codes.DISCONNECT_EXPIRED)
+            self.disconnect(codes.disconnect_expired())
             return
         if info is not None:
             self.conn_info = info

@@ -94,7 +94,7 @@ async def subscribe(
             sub.epoch = top.epoch
             return result
         if params.reject_unrecovered:
-            raise codes.ERROR_UNRECOVERABLE_POSITION
+            raise codes.error_unrecoverable_position()
     else:
         top = await node.stream_top(channel, opts)
     if recoverable:

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 
 from livehub.models import Credentials
 from livehub.node import Node
-from livehub.protocol.codes import CLOSE_MESSAGE_TOO_BIG, DISCONNECT_INAPPROPRIATE_PROTOCOL, Disconnect, Error
+from livehub.protocol.codes import CLOSE_MESSAGE_TOO_BIG, Disconnect, Error, disconnect_inappropriate_protocol
 from livehub.session import Session
 
 log = logging.getLogger("livehub.transport")
@@ -118,7 +118,7 @@ async def run_session(
                 break
             text = message.get("text")
             if text is None:
-                session.disconnect(DISCONNECT_INAPPROPRIATE_PROTOCOL)
+                session.disconnect(disconnect_inappropriate_protocol())
             elif len(text) > size_limit:
                 session.disconnect(Disconnect(CLOSE_MESSAGE_TOO_BIG, "message too big"))
             else:

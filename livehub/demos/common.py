@@ -10,8 +10,10 @@ from livehub import Error, Hub
 
 log = logging.getLogger("livehub.demos")
 
+
 #: What a client gets when it publishes into a channel only the server writes to.
-SERVER_ONLY = Error(103, "permission denied: only the server publishes here")
+def server_only() -> Error:
+    return Error(103, "permission denied: only the server publishes here")
 
 
 async def watched(hub: Hub, channel: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from livehub import Hub, Session
-from livehub.demos.common import SERVER_ONLY, every, watched
+from livehub.demos.common import every, server_only, watched
 
 METRICS = "dashboard.metrics"
 SENSORS = "dashboard.sensors"
@@ -100,7 +100,7 @@ def setup(hub: Hub) -> list[Callable[[], Coroutine[Any, Any, None]]]:
     hub.channel(SENSORS, model=Sensors, description="A simulated data source")
 
     async def read_only(client: Session, data: object) -> None:
-        raise SERVER_ONLY
+        raise server_only()
 
     for channel in (METRICS, SENSORS):
         hub.on_publish(channel)(read_only)

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from livehub import Error, Hub, Session
-from livehub.demos.common import SERVER_ONLY
+from livehub.demos.common import server_only
 
 Mark = Literal["X", "O"]
 Cell = Literal["", "X", "O"]
@@ -76,7 +76,7 @@ def setup(hub: Hub) -> None:
 
     @hub.on_publish("game.{table}")
     async def read_only(client: Session, data: GameState, table: str) -> None:
-        raise SERVER_ONLY
+        raise server_only()
 
     @hub.rpc("game.state")
     async def state(client: Session, request: TableRequest) -> GameState:

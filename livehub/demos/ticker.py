@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from livehub import Hub, Session
-from livehub.demos.common import SERVER_ONLY, every, watched
+from livehub.demos.common import every, server_only, watched
 
 CHANNEL = "ticker"
 SYMBOLS = (
@@ -72,7 +72,7 @@ def setup(hub: Hub) -> list[Callable[[], Coroutine[Any, Any, None]]]:
 
     @hub.on_publish(CHANNEL)
     async def read_only(client: Session, data: Tick) -> None:
-        raise SERVER_ONLY
+        raise server_only()
 
     @hub.rpc("ticker.snapshot")
     async def snapshot(client: Session, request: object) -> Snapshot:

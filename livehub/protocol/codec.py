@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from livehub.models import ClientInfo, Publication
-from livehub.protocol.codes import DISCONNECT_BAD_REQUEST, Error
+from livehub.protocol.codes import Error, disconnect_bad_request
 from livehub.protocol.commands import Command, parse_command
 
 #: The server's ping, and the client's pong: an empty object.
@@ -23,7 +23,7 @@ PING = "{}"
 def decode_frame(frame: str | bytes) -> list[Command]:
     """Parse every newline-separated command of a frame; blank lines are skipped.
 
-    Raises :data:`DISCONNECT_BAD_REQUEST` for anything that is not a valid command,
+    Raises :data:`disconnect_bad_request()` for anything that is not a valid command,
     which the transport turns into close code 3501.
     """
     commands = []
@@ -34,10 +34,10 @@ def decode_frame(frame: str | bytes) -> list[Command]:
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
-            raise DISCONNECT_BAD_REQUEST from None
+            raise disconnect_bad_request() from None
         commands.append(parse_command(obj))
     if not commands:
-        raise DISCONNECT_BAD_REQUEST
+        raise disconnect_bad_request()
     return commands
 
 

@@ -46,45 +46,153 @@ class Unsubscribe:
     reason: str
 
 
-ERROR_INTERNAL = Error(100, "internal server error", temporary=True)
-ERROR_UNAUTHORIZED = Error(101, "unauthorized")
-ERROR_UNKNOWN_CHANNEL = Error(102, "unknown channel")
-ERROR_PERMISSION_DENIED = Error(103, "permission denied")
-ERROR_METHOD_NOT_FOUND = Error(104, "method not found")
-ERROR_ALREADY_SUBSCRIBED = Error(105, "already subscribed")
-ERROR_LIMIT_EXCEEDED = Error(106, "limit exceeded")
-ERROR_BAD_REQUEST = Error(107, "bad request")
-ERROR_NOT_AVAILABLE = Error(108, "not available")
-ERROR_TOKEN_EXPIRED = Error(109, "token expired")
-ERROR_EXPIRED = Error(110, "expired")
-ERROR_TOO_MANY_REQUESTS = Error(111, "too many requests", temporary=True)
-ERROR_UNRECOVERABLE_POSITION = Error(112, "unrecoverable position")
+def error_internal() -> Error:
+    return Error(100, "internal server error", temporary=True)
 
-UNSUBSCRIBE_SERVER = Unsubscribe(2000, "server unsubscribe")
-UNSUBSCRIBE_INSUFFICIENT_STATE = Unsubscribe(2500, "insufficient state")
-UNSUBSCRIBE_EXPIRED = Unsubscribe(2501, "subscription expired")
 
-DISCONNECT_CONNECTION_CLOSED = Disconnect(3000, "connection closed")
-DISCONNECT_SHUTDOWN = Disconnect(3001, "shutdown")
-DISCONNECT_SERVER_ERROR = Disconnect(3004, "internal server error")
-DISCONNECT_EXPIRED = Disconnect(3005, "connection expired")
-DISCONNECT_SUB_EXPIRED = Disconnect(3006, "subscription expired")
-DISCONNECT_SLOW = Disconnect(3008, "slow")
-DISCONNECT_WRITE_ERROR = Disconnect(3009, "write error")
-DISCONNECT_INSUFFICIENT_STATE = Disconnect(3010, "insufficient state")
-DISCONNECT_FORCE_RECONNECT = Disconnect(3011, "force reconnect")
-DISCONNECT_NO_PONG = Disconnect(3012, "no pong")
-DISCONNECT_TOO_MANY_REQUESTS = Disconnect(3013, "too many requests")
-DISCONNECT_INVALID_TOKEN = Disconnect(3500, "invalid token")
-DISCONNECT_BAD_REQUEST = Disconnect(3501, "bad request")
-DISCONNECT_STALE = Disconnect(3502, "stale")
-DISCONNECT_FORCE_NO_RECONNECT = Disconnect(3503, "force disconnect")
-DISCONNECT_CONNECTION_LIMIT = Disconnect(3504, "connection limit")
-DISCONNECT_CHANNEL_LIMIT = Disconnect(3505, "channel limit")
-DISCONNECT_INAPPROPRIATE_PROTOCOL = Disconnect(3506, "inappropriate protocol")
-DISCONNECT_PERMISSION_DENIED = Disconnect(3507, "permission denied")
-DISCONNECT_NOT_AVAILABLE = Disconnect(3508, "not available")
-DISCONNECT_TOO_MANY_ERRORS = Disconnect(3509, "too many errors")
+def error_unauthorized() -> Error:
+    return Error(101, "unauthorized")
+
+
+def error_unknown_channel() -> Error:
+    return Error(102, "unknown channel")
+
+
+def error_permission_denied() -> Error:
+    return Error(103, "permission denied")
+
+
+def error_method_not_found() -> Error:
+    return Error(104, "method not found")
+
+
+def error_already_subscribed() -> Error:
+    return Error(105, "already subscribed")
+
+
+def error_limit_exceeded() -> Error:
+    return Error(106, "limit exceeded")
+
+
+def error_bad_request() -> Error:
+    return Error(107, "bad request")
+
+
+def error_not_available() -> Error:
+    return Error(108, "not available")
+
+
+def error_token_expired() -> Error:
+    return Error(109, "token expired")
+
+
+def error_expired() -> Error:
+    return Error(110, "expired")
+
+
+def error_too_many_requests() -> Error:
+    return Error(111, "too many requests", temporary=True)
+
+
+def error_unrecoverable_position() -> Error:
+    return Error(112, "unrecoverable position")
+
+
+def unsubscribe_server() -> Unsubscribe:
+    return Unsubscribe(2000, "server unsubscribe")
+
+
+def unsubscribe_insufficient_state() -> Unsubscribe:
+    return Unsubscribe(2500, "insufficient state")
+
+
+def unsubscribe_expired() -> Unsubscribe:
+    return Unsubscribe(2501, "subscription expired")
+
+
+def disconnect_connection_closed() -> Disconnect:
+    return Disconnect(3000, "connection closed")
+
+
+def disconnect_shutdown() -> Disconnect:
+    return Disconnect(3001, "shutdown")
+
+
+def disconnect_server_error() -> Disconnect:
+    return Disconnect(3004, "internal server error")
+
+
+def disconnect_expired() -> Disconnect:
+    return Disconnect(3005, "connection expired")
+
+
+def disconnect_sub_expired() -> Disconnect:
+    return Disconnect(3006, "subscription expired")
+
+
+def disconnect_slow() -> Disconnect:
+    return Disconnect(3008, "slow")
+
+
+def disconnect_write_error() -> Disconnect:
+    return Disconnect(3009, "write error")
+
+
+def disconnect_insufficient_state() -> Disconnect:
+    return Disconnect(3010, "insufficient state")
+
+
+def disconnect_force_reconnect() -> Disconnect:
+    return Disconnect(3011, "force reconnect")
+
+
+def disconnect_no_pong() -> Disconnect:
+    return Disconnect(3012, "no pong")
+
+
+def disconnect_too_many_requests() -> Disconnect:
+    return Disconnect(3013, "too many requests")
+
+
+def disconnect_invalid_token() -> Disconnect:
+    return Disconnect(3500, "invalid token")
+
+
+def disconnect_bad_request() -> Disconnect:
+    return Disconnect(3501, "bad request")
+
+
+def disconnect_stale() -> Disconnect:
+    return Disconnect(3502, "stale")
+
+
+def disconnect_force_no_reconnect() -> Disconnect:
+    return Disconnect(3503, "force disconnect")
+
+
+def disconnect_connection_limit() -> Disconnect:
+    return Disconnect(3504, "connection limit")
+
+
+def disconnect_channel_limit() -> Disconnect:
+    return Disconnect(3505, "channel limit")
+
+
+def disconnect_inappropriate_protocol() -> Disconnect:
+    return Disconnect(3506, "inappropriate protocol")
+
+
+def disconnect_permission_denied() -> Disconnect:
+    return Disconnect(3507, "permission denied")
+
+
+def disconnect_not_available() -> Disconnect:
+    return Disconnect(3508, "not available")
+
+
+def disconnect_too_many_errors() -> Disconnect:
+    return Disconnect(3509, "too many errors")
+
 
 #: WebSocket close code for an incoming frame over the size limit (RFC 6455 §7.4.1).
 CLOSE_MESSAGE_TOO_BIG = 1009

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from livehub.models import StreamPosition
-from livehub.protocol.codes import DISCONNECT_BAD_REQUEST
+from livehub.protocol.codes import disconnect_bad_request
 
 METHODS = (
     "connect",
@@ -36,7 +36,7 @@ def _str(params: dict[str, Any], key: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise DISCONNECT_BAD_REQUEST
+        raise disconnect_bad_request()
     return value
 
 
@@ -45,7 +45,7 @@ def _int(params: dict[str, Any], key: str) -> int:
     if value is None:
         return 0
     if not isinstance(value, int) or isinstance(value, bool):
-        raise DISCONNECT_BAD_REQUEST
+        raise disconnect_bad_request()
     return value
 
 
@@ -54,7 +54,7 @@ def _bool(params: dict[str, Any], key: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise DISCONNECT_BAD_REQUEST
+        raise disconnect_bad_request()
     return value
 
 
@@ -65,7 +65,7 @@ def _raw(params: dict[str, Any], key: str) -> bytes | None:
     try:
         return orjson.dumps(params[key])
     except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper)
-        raise DISCONNECT_BAD_REQUEST from None
+        raise disconnect_bad_request() from None
 
 
 def _dict(params: dict[str, Any], key: str) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def _dict(params: dict[str, Any], key: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise DISCONNECT_BAD_REQUEST
+        raise disconnect_bad_request()
     return value
 
 
@@ -99,7 +99,7 @@ class ConnectRequest:
         subs = {}
         for channel, sub in _dict(p, "subs").items():
             if not isinstance(sub, dict):
-                raise DISCONNECT_BAD_REQUEST
+                raise disconnect_bad_request()
             subs[channel] = Recovery(_bool(sub, "recover"), _int(sub, "offset"), _str(sub, "epoch"))
         return cls(_str(p, "token"), _raw(p, "data"), _str(p, "name"), _str(p, "version"), subs)
 
@@ -258,18 +258,18 @@ PONG = Command(0, "")
 def parse_command(obj: object) -> Command:
     """Turn one decoded JSON value into a Command, or raise a 3501 Disconnect."""
     if not isinstance(obj, dict):
-        raise DISCONNECT_BAD_REQUEST
+        raise disconnect_bad_request()
     if not obj:
         return PONG
     cid = _int(obj, "id")
     if cid < 0 or cid > 0xFFFFFFFF:
-        raise DISCONNECT_BAD_REQUEST
+        raise disconnect_bad_request()
     for method in METHODS:
         params = obj.get(method)
         if params is not None:
             if not isinstance(params, dict):
-                raise DISCONNECT_BAD_REQUEST
+                raise disconnect_bad_request()
             if cid == 0 and method != "send":
-                raise DISCONNECT_BAD_REQUEST
+                raise disconnect_bad_request()
             return Command(cid, method, _PARSERS[method](params))
-    raise DISCONNECT_BAD_REQUEST
+    raise disconnect_bad_request()

@@ -264,7 +264,7 @@ def test_malformed_frame_is_bad_request(frame: str) -> None:
     with pytest.raises(Disconnect) as info:
         decode_frame(frame)
     assert info.value.code == 3501
-    assert info.value == codes.DISCONNECT_BAD_REQUEST
+    assert info.value == codes.disconnect_bad_request()
     assert not info.value.reconnect
 
 
@@ -430,14 +430,14 @@ def test_reply_splices_raw_data() -> None:
 
 
 def test_error_carries_message() -> None:
-    assert encode_error(2, codes.ERROR_PERMISSION_DENIED) == (
+    assert encode_error(2, codes.error_permission_denied()) == (
         '{"id":2,"error":{"code":103,"message":"permission denied"}}'
     )
     assert (
-        encode_error(1, codes.ERROR_TOKEN_EXPIRED)
+        encode_error(1, codes.error_token_expired())
         == '{"id":1,"error":{"code":109,"message":"token expired"}}'
     )
-    assert encode_error(9, codes.ERROR_INTERNAL) == (
+    assert encode_error(9, codes.error_internal()) == (
         '{"id":9,"error":{"code":100,"message":"internal server error","temporary":true}}'
     )
 
@@ -458,14 +458,22 @@ def test_error_codes_match_the_spec() -> None:
         111: "too many requests",
         112: "unrecoverable position",
     }
-    errors = {e.code: e for e in vars(codes).values() if isinstance(e, codes.Error)}
+    made = [f() for name, f in vars(codes).items() if name.startswith("error_")]
+    errors = {e.code: e for e in made}
+    assert all(isinstance(e, codes.Error) for e in made)
     assert {code: e.message for code, e in errors.items()} == table
     assert {code for code, e in errors.items() if e.temporary} == {100, 111}
 
 
+def test_each_raise_is_a_fresh_instance() -> None:
+    # a shared exception instance would keep every traceback (and frame) it was raised with
+    assert codes.error_bad_request() is not codes.error_bad_request()
+    assert codes.disconnect_bad_request() is not codes.disconnect_bad_request()
+
+
 def test_disconnect_reconnect_ranges() -> None:
-    assert codes.DISCONNECT_SLOW.reconnect and codes.DISCONNECT_NO_PONG.reconnect
-    assert not codes.DISCONNECT_INVALID_TOKEN.reconnect and not codes.DISCONNECT_STALE.reconnect
+    assert codes.disconnect_slow().reconnect and codes.disconnect_no_pong().reconnect
+    assert not codes.disconnect_invalid_token().reconnect and not codes.disconnect_stale().reconnect
     assert Disconnect(4000, "app").reconnect and Disconnect(4499, "app").reconnect
     assert not Disconnect(4500, "app").reconnect and not Disconnect(4999, "app").reconnect
     assert Disconnect(5000, "reserved").reconnect and Disconnect(1009, "too big").reconnect
@@ -496,7 +504,7 @@ def test_info_always_has_user_and_client() -> None:
 
 
 def test_unsubscribe_push() -> None:
-    u = codes.UNSUBSCRIBE_INSUFFICIENT_STATE
+    u = codes.unsubscribe_insufficient_state()
     assert encode_push("chat", "unsubscribe", {"code": u.code, "reason": u.reason}) == (
         '{"push":{"channel":"chat","unsubscribe":{"code":2500,"reason":"insufficient state"}}}'
     )
