@@ -29,11 +29,12 @@ from livehub.cluster import Cluster
 from livehub.control import Command, InstantCommand
 from livehub.engines import engine_from_url
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
-from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
+from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.outbox import Flusher
 from livehub.protocol import fossil
 from livehub.protocol.codec import encode_publication, encode_push, info_dict
 from livehub.protocol.codes import (
+    Disconnect,
     Error,
     disconnect_shutdown,
     error_bad_request,
@@ -55,6 +56,11 @@ SubscribeHook = Callable[["Session", str, bytes | None], Awaitable[bool | None]]
 #: ``hook(session, channel, data) -> data to publish``, or None when no app rule covers it.
 PublishHook = Callable[["Session", str, bytes], Awaitable[bytes | None]]
 DisconnectHook = Callable[["Session"], Awaitable[None]]
+#: ``hook(scope) -> who the connection is``: resolves a connection from its opening handshake,
+#: given as an ASGI ``websocket`` scope (every transport builds one). Credentials let it in;
+#: an Error or Disconnect refuses it through the protocol (the reply to ``connect``); None
+#: leaves the decision to tokens and the config.
+ConnectHook = Callable[[dict[str, Any]], Awaitable["Credentials | Error | Disconnect | None"]]
 
 
 def _delta_frame(channel: str, prev: Publication, pub: Publication) -> str:
@@ -116,6 +122,8 @@ class Node:
         self.subscribe_hook: SubscribeHook | None = None
         self.publish_hook: PublishHook | None = None
         self.disconnect_hook: DisconnectHook | None = None
+        #: Set by ``Hub.on_connect``; every transport awaits it before the session starts.
+        self.connect_hook: ConnectHook | None = None
         #: Set by ``Hub.on_connect``: the app authenticates at the HTTP upgrade, so connections
         #: must come through its WebSocket route (``livehub.connection`` hands them over).
         self.authenticates_at_upgrade = False

@@ -90,11 +90,15 @@ class Subscription:
 class Session:
     __slots__ = (
         "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "connected", "closed",
-        "credentials", "_connect_failed", "_expires_at", "_loop", "_timers", "_joins",
+        "credentials", "scope", "_connect_failed", "_expires_at", "_loop", "_timers", "_joins",
     )  # fmt: skip
 
     def __init__(
-        self, node: Node, transport: Transport, credentials: Credentials | Error | Disconnect | None = None
+        self,
+        node: Node,
+        transport: Transport,
+        credentials: Credentials | Error | Disconnect | None = None,
+        scope: dict[str, Any] | None = None,
     ) -> None:
         cfg = node.settings.client
         self.node = node
@@ -114,6 +118,9 @@ class Session:
         self._joins: list[str] = []
         #: From the app's connect hook, resolved at the HTTP upgrade; a JWT in ``connect`` wins.
         self.credentials = credentials
+        #: The opening handshake as an ASGI ``websocket`` scope (headers, cookies, query, client
+        #: address), when the transport has one: what the app's dependencies read.
+        self.scope = scope
 
     # -- lifecycle
 
