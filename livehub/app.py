@@ -11,8 +11,8 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
 from livehub import __version__
+from livehub.api import api_router
 from livehub.demos import install as install_demos
-from livehub.http_api import api_router
 from livehub.hub import Hub
 from livehub.settings import Settings
 

@@ -161,6 +161,8 @@ class HttpApiSettings(Section):
     key: str = ""
     insecure: bool = False
     handler_prefix: str = "/api"
+    #: Largest request body in bytes; a bigger one is answered 413 without being read whole.
+    max_body_size: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
 
 
 class WebSocketSettings(Section):

@@ -166,6 +166,35 @@ async def test_a_body_that_does_not_decode_is_400(env: Env, body: bytes) -> None
     assert (response.status_code, response.text) == (400, "Bad Request")
 
 
+@pytest.mark.parametrize(
+    "body", [b'{"channel": "news", "data": NaN}', b'{"channel": "news", "data": Infinity}']
+)
+async def test_non_finite_numbers_are_refused_not_published_as_null(env: Env, body: bytes) -> None:
+    response = await env.http.post("/api/publish", content=body, headers={"X-API-Key": KEY})
+    assert (response.status_code, response.text) == (400, "Bad Request")
+    history = await env.result("history", {"channel": "news", "limit": -1})
+    assert history["publications"] == []
+
+
+async def test_a_body_over_the_size_limit_is_413_and_publishes_nothing() -> None:
+    big = orjson.dumps({"channel": "news", "data": "x" * 5000})
+    response = await raw_post(
+        settings(max_body_size=4096), "/api/publish", content=big, headers={"X-API-Key": KEY}
+    )
+    assert response.status_code == 413
+    fits = await raw_post(
+        settings(max_body_size=8192), "/api/publish", content=big, headers={"X-API-Key": KEY}
+    )
+    assert fits.json()["result"]["offset"] == 1
+
+
+async def test_a_bad_channels_pattern_is_107_without_a_traceback(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert await env.error("channels", {"pattern": "[z-a]"}) == {"code": 107, "message": "bad request"}
+    assert not [r for r in caplog.records if r.levelno >= 40 or r.exc_info]
+
+
 async def test_json_body_is_read_whatever_the_content_type(env: Env) -> None:
     response = await env.http.post(
         "/api/publish",

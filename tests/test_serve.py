@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import websockets
 
-from tests.servers import ROOT, free_port, serve
+from tests.servers import ROOT, free_port, serve, wait_port
 
 CONFIG = """
 [client]
@@ -139,3 +142,23 @@ async def test_shutdown_asks_clients_to_reconnect(config: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_the_access_log_does_not_show_the_api_key(tmp_path: Path) -> None:
+    """``?api_key=`` is a documented way to authenticate; the access log must not keep the key."""
+    key = "k-" + "s3cr3t" * 4
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"http_api": {"key": key}}))
+    port = free_port()
+    cmd = [sys.executable, "-m", "livehub", "serve", "--config", str(config), "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, proc)
+        reply = httpx.post(f"http://127.0.0.1:{port}/api/info?api_key={key}", json={}, timeout=5)
+        assert reply.status_code == 200
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    log = out + err
+    assert "/api/info?api_key=[redacted]" in log
+    assert key not in log

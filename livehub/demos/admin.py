@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
 from livehub import Hub
-from livehub.http_api import authorized
+from livehub.api import authorized
 
 MAX_LISTED = 200
 

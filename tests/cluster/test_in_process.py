@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from livehub import Hub, Settings
+from livehub.api import api_router
 from livehub.control import Refresh, Target
-from livehub.http_api import api_router
 from livehub.testing import HubTestClient, ProtocolError
 from tests.engines.contract import delete_redis_keys, require_service
 
