@@ -8,6 +8,7 @@ are supported; which algorithms are accepted follows from which keys are configu
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,15 +60,25 @@ def _raw(claims: dict[str, Any], key: str) -> bytes | None:
     return None
 
 
+def numeric_date(claims: dict[str, Any], key: str) -> int:
+    """A NumericDate claim (RFC 7519 §2: a JSON number of seconds, fractions allowed, as
+    JavaScript's ``Date.now() / 1000`` writes them) as whole seconds; 0 when absent.
+    Anything else — a string, a boolean — makes the token invalid, never "no expiry"."""
+    value = claims.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidToken(f"{key} must be a number of seconds")
+    return int(value)
+
+
 def _expiry(claims: dict[str, Any]) -> int:
     """``expire_at`` (when present) rather than ``exp`` decides when the connection ends."""
-    expire_at = claims.get("expire_at")
-    if expire_at is not None:
-        if not isinstance(expire_at, int):
-            raise InvalidToken("expire_at must be an integer")
-        return expire_at
-    exp = claims.get("exp", 0)
-    return exp if isinstance(exp, int) else 0
+    for key in ("nbf", "iat"):
+        numeric_date(claims, key)  # checked for type; PyJWT checked their values
+    if claims.get("expire_at") is not None:
+        return numeric_date(claims, "expire_at")
+    return numeric_date(claims, "exp")
 
 
 class TokenVerifier:
@@ -108,6 +119,8 @@ class TokenVerifier:
                     raise TokenExpired from None
                 except jwt.PyJWTError as exc:
                     raise InvalidToken(str(exc)) from None
+                except (OverflowError, ValueError, TypeError) as exc:  # e.g. "exp": Infinity
+                    raise InvalidToken(f"malformed claims: {exc}") from None
                 return claims
         raise InvalidToken(f"algorithm {alg!r} is not enabled")
 
