@@ -1,0 +1,82 @@
+"""Token buckets and the connection gate, on a clock the tests move by hand."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from livehub.limits import Bucket, CommandLimits, ConnectionGate, TokenBucket
+
+
+def test_a_bucket_allows_a_burst_then_its_rate() -> None:
+    bucket = TokenBucket(rate=5, interval=1.0, now=0.0)
+    assert [bucket.take(0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert bucket.take(0.1) is False  # 0.5 tokens back
+    assert bucket.take(0.2) is True  # 1 token back
+    assert bucket.take(10.0) and bucket.take(10.0)  # refilled, never above the burst
+    assert sum(bucket.take(10.0) for _ in range(10)) == 3
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=0.5), min_size=1, max_size=300))
+def test_a_bucket_never_allows_more_than_burst_plus_rate_times_elapsed(gaps: list[float]) -> None:
+    bucket = TokenBucket(rate=10, interval=2.0, now=0.0)
+    now, taken = 0.0, 0
+    for gap in gaps:
+        now += gap
+        taken += bucket.take(now)
+    assert taken <= 10 + now * 5 + 1e-9
+
+
+def test_total_default_method_and_rpc_method_buckets() -> None:
+    limits = CommandLimits(
+        total=(Bucket(10, 1.0),),
+        default=(Bucket(4, 1.0),),
+        methods={"publish": (Bucket(2, 1.0),), "rpc": (Bucket(3, 1.0),)},
+        rpc_methods={"slow": (Bucket(1, 20.0),)},
+    )
+    limiter = limits.limiter(0.0)
+    assert limiter is not None
+    assert [limiter.allow("publish", 0.0) for _ in range(3)] == [True, True, False]
+    assert [limiter.allow("rpc", 0.0, "slow") for _ in range(2)] == [True, False]
+    assert [limiter.allow("rpc", 0.0, "fast") for _ in range(4)] == [True, True, True, False]
+    # history has no buckets of its own: the default ones (4), until the total (10) runs out
+    assert [limiter.allow("history", 0.0) for _ in range(5)] == [True, True, True, True, False]
+    assert limiter.allow("presence", 0.0) is False  # total: 2 + 1 + 3 + 4 = 10 taken
+    assert limiter.allow("connect", 0.0) and limiter.allow("", 0.0)  # never limited
+    assert limiter.allow("publish", 1.0) is True  # a second later
+
+
+def test_a_refused_command_takes_no_token_from_the_total() -> None:
+    limiter = CommandLimits(total=(Bucket(3, 1.0),), methods={"publish": (Bucket(1, 1.0),)}).limiter(0.0)
+    assert limiter is not None
+    assert limiter.allow("publish", 0.0) and not limiter.allow("publish", 0.0)
+    assert limiter.allow("history", 0.0) and limiter.allow("history", 0.0)
+
+
+def test_no_configured_limit_costs_nothing() -> None:
+    assert CommandLimits().limiter(0.0) is None
+
+
+def test_the_gate_counts_connections_per_node_and_per_address() -> None:
+    gate = ConnectionGate(limit=3, per_ip=2)
+    assert gate.admit("a", 0) is None and gate.admit("a", 0) is None
+    refused = gate.admit("a", 0)
+    assert refused is not None and refused.code == 3504
+    assert gate.admit("b", 0) is None
+    full = gate.admit("c", 0)
+    assert full is not None and full.code == 3504
+    assert (gate.open, gate.refused) == (3, 2)
+    gate.release("a")
+    assert gate.admit("c", 0) is None
+    gate.release("a")
+    gate.release("b")
+    gate.release("c")
+    assert gate.open == 0 and gate._by_ip == {}  # nothing kept for addresses that left
+
+
+def test_the_gate_limits_the_rate_of_new_connections() -> None:
+    gate = ConnectionGate(rate=2)
+    results = [gate.admit("a", 0.0) for _ in range(3)]
+    assert results[:2] == [None, None]
+    assert results[2] is not None and results[2].code == 3013
+    assert gate.admit("a", 0.5) is None
