@@ -7,15 +7,21 @@ are supported; which algorithms are accepted follows from which keys are configu
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import jwt
 import orjson
 
 from livehub.settings import SubscriptionTokenSettings, TokenSettings
+
+log = logging.getLogger("livehub.auth")
 
 
 class TokenExpired(Exception):
@@ -81,11 +87,94 @@ def _expiry(claims: dict[str, Any]) -> int:
     return numeric_date(claims, "exp")
 
 
+_HMAC = ["HS256", "HS384", "HS512"]
+_ASYMMETRIC = frozenset(
+    {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+)
+
+
+class JWKS:
+    """Public keys from one JWKS endpoint (``client.token.jwks_public_endpoint``), by ``kid``.
+
+    The URL comes from the config only — never from a token — so a client cannot make the
+    server fetch an address of its choosing. Keys are fetched at start, again when their
+    ``ttl`` has passed, and when a token names a ``kid`` not in the set (key rotation) — but
+    at most once per ``min_refresh`` seconds, so tokens with made-up kids cannot make the
+    server hammer the endpoint. A fetch that fails keeps the keys it had.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        ttl: float = 300.0,
+        min_refresh: float = 5.0,
+        timeout: float = 5.0,
+        max_bytes: int = 1_048_576,
+    ) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.min_refresh = min_refresh
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.keys: dict[str, jwt.PyJWK] = {}
+        self.fetches = 0
+        self._fetched_at = -math.inf
+        self._tried_at = -math.inf
+        self._fetching: asyncio.Future[None] | None = None
+
+    async def ensure(self, kid: str) -> None:
+        """Make sure the set is fresh, and holds ``kid`` if the endpoint has it."""
+        now = time.monotonic()
+        if kid in self.keys and now - self._fetched_at < self.ttl:
+            return
+        if now - self._tried_at < self.min_refresh:
+            return
+        if self._fetching is None:
+            self._fetching = asyncio.ensure_future(self._fetch())
+        fetching = self._fetching
+        try:
+            await asyncio.shield(fetching)
+        finally:
+            if self._fetching is fetching and fetching.done():
+                self._fetching = None
+
+    async def _fetch(self) -> None:
+        self._tried_at = time.monotonic()
+        self.fetches += 1
+        try:
+            async with (
+                httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as http,
+                http.stream("GET", self.url) as response,
+            ):
+                response.raise_for_status()
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > self.max_bytes:
+                        raise ValueError(f"JWKS larger than {self.max_bytes} bytes")
+            keys = jwt.PyJWKSet.from_dict(orjson.loads(body)).keys
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+            log.warning("JWKS %s could not be read (keeping %d keys): %s", self.url, len(self.keys), exc)
+            return
+        self.keys = {k.key_id: k for k in keys if k.key_id}
+        self._fetched_at = time.monotonic()
+
+
 class TokenVerifier:
     def __init__(self, cfg: TokenSettings | SubscriptionTokenSettings, audience: str = "", issuer: str = ""):
         self._keys: list[tuple[list[str], Any]] = []
         if cfg.hmac_secret_key:
-            self._keys.append((["HS256", "HS384", "HS512"], cfg.hmac_secret_key))
+            self._keys.append((_HMAC, cfg.hmac_secret_key))
+        previous = getattr(cfg, "hmac_previous_secret_key", "")
+        #: An HMAC key being rotated out: accepted until ``hmac_previous_secret_key_valid_until``
+        #: (unix time; 0: until removed from the config).
+        self._previous_hmac: tuple[str, float] | None = (
+            (previous, float(getattr(cfg, "hmac_previous_secret_key_valid_until", 0) or 0))
+            if previous
+            else None
+        )
+        endpoint = getattr(cfg, "jwks_public_endpoint", "")
+        self.jwks: JWKS | None = JWKS(endpoint) if endpoint else None
         if cfg.rsa_public_key:
             self._keys.append((["RS256", "RS384", "RS512"], cfg.rsa_public_key))
         if cfg.ecdsa_public_key:
@@ -96,33 +185,63 @@ class TokenVerifier:
 
     @property
     def enabled(self) -> bool:
-        return bool(self._keys)
+        return bool(self._keys or self.jwks)
+
+    async def prepare(self, token: str) -> None:
+        """Fetch what verifying ``token`` needs (JWKS keys); call before :meth:`decode`."""
+        if self.jwks is None:
+            return
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return  # decode says why
+        kid = header.get("kid")
+        if isinstance(kid, str) and header.get("alg") in _ASYMMETRIC:
+            await self.jwks.ensure(kid)
+
+    def _candidates(self, header: dict[str, Any]) -> list[tuple[list[str], Any]]:
+        alg = header.get("alg")
+        found = [(algorithms, key) for algorithms, key in self._keys if alg in algorithms]
+        if alg in _HMAC and self._previous_hmac is not None:
+            previous, until = self._previous_hmac
+            if not until or time.time() < until:
+                found.append((_HMAC, previous))
+        if self.jwks is not None and alg in _ASYMMETRIC:
+            jwk = self.jwks.keys.get(header.get("kid") or "")
+            if jwk is not None and jwk.algorithm_name in (alg, None):
+                found.append(([str(alg)], jwk.key))
+        return found
 
     def decode(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from None
-        alg = header.get("alg")
-        for algorithms, key in self._keys:
-            if alg in algorithms:
-                try:
-                    claims: dict[str, Any] = jwt.decode(
-                        token,
-                        key,
-                        algorithms=algorithms,
-                        audience=self._audience,
-                        issuer=self._issuer,
-                        options={"verify_aud": self._audience is not None, "require": []},
-                    )
-                except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
-                    raise TokenExpired from None
-                except jwt.PyJWTError as exc:
-                    raise InvalidToken(str(exc)) from None
-                except (OverflowError, ValueError, TypeError) as exc:  # e.g. "exp": Infinity
-                    raise InvalidToken(f"malformed claims: {exc}") from None
-                return claims
-        raise InvalidToken(f"algorithm {alg!r} is not enabled")
+        candidates = self._candidates(header)
+        if not candidates:
+            raise InvalidToken(f"algorithm {header.get('alg')!r} (kid {header.get('kid')!r}) is not enabled")
+        failure: Exception | None = None
+        for algorithms, key in candidates:
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    key,
+                    algorithms=algorithms,
+                    audience=self._audience,
+                    issuer=self._issuer,
+                    options={"verify_aud": self._audience is not None, "require": []},
+                )
+            except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError):
+                raise TokenExpired from None
+            except jwt.InvalidSignatureError as exc:
+                failure = exc  # another key (the previous HMAC key) may have signed it
+                continue
+            except jwt.PyJWTError as exc:
+                raise InvalidToken(str(exc)) from None
+            except (OverflowError, ValueError, TypeError) as exc:  # e.g. "exp": Infinity
+                raise InvalidToken(f"malformed claims: {exc}") from None
+            return claims
+        raise InvalidToken(str(failure))
 
     def connect_token(self, token: str) -> ConnectToken:
         claims = self.decode(token)

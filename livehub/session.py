@@ -273,6 +273,7 @@ class Session:
             if not node.connect_verifier.enabled:
                 raise codes.disconnect_invalid_token()
             try:
+                await node.connect_verifier.prepare(req.token)
                 token = node.connect_verifier.connect_token(req.token)
             except TokenExpired:
                 raise codes.error_token_expired() from None
@@ -354,6 +355,7 @@ class Session:
             reject_unrecovered=bool(req.flag & FLAG_REJECT_UNRECOVERED),
         )
         if req.token:
+            await self.node.subscribe_verifier.prepare(req.token)
             token = self._subscribe_token(channel, req.token, invalid=codes.error_permission_denied())
             if token.exp and token.exp <= time.time():
                 raise codes.error_token_expired()
@@ -545,6 +547,7 @@ class Session:
         if not req.token:
             raise codes.disconnect_bad_request()
         try:
+            await self.node.connect_verifier.prepare(req.token)
             token = self.node.connect_verifier.connect_token(req.token)
         except TokenExpired:
             raise codes.disconnect_expired() from None
@@ -562,6 +565,7 @@ class Session:
             raise codes.error_permission_denied()
         if not req.token:
             raise codes.error_bad_request()
+        await self.node.subscribe_verifier.prepare(req.token)
         token = self._subscribe_token(req.channel, req.token, invalid=codes.disconnect_invalid_token())
         return self._set_sub_expiry(sub, token.exp)
 

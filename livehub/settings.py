@@ -47,8 +47,14 @@ class Section(BaseModel):
 
 class TokenSettings(Section):
     hmac_secret_key: str = ""
+    #: The HMAC key being rotated out: tokens it signed pass until ``..._valid_until``
+    #: (unix time; 0: as long as it is configured).
+    hmac_previous_secret_key: str = ""
+    hmac_previous_secret_key_valid_until: Annotated[int, Field(ge=0)] = 0
     rsa_public_key: str = ""
     ecdsa_public_key: str = ""
+    #: A JWKS URL (fixed: tokens cannot choose it); keys are picked by the token's ``kid``.
+    jwks_public_endpoint: str = ""
     audience: str = ""
     issuer: str = ""
     user_id_claim: str = "sub"
@@ -57,8 +63,11 @@ class TokenSettings(Section):
 class SubscriptionTokenSettings(Section):
     enabled: bool = False
     hmac_secret_key: str = ""
+    hmac_previous_secret_key: str = ""
+    hmac_previous_secret_key_valid_until: Annotated[int, Field(ge=0)] = 0
     rsa_public_key: str = ""
     ecdsa_public_key: str = ""
+    jwks_public_endpoint: str = ""
 
 
 class Enabled(Section):
