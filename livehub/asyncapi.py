@@ -43,7 +43,7 @@ def asyncapi_document(hub: Hub) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
 
-    for spec in hub.channels:
+    for spec in hub.declared:
         cid = _ident(spec.pattern.pattern)
         message_id = f"{cid}.publication"
         messages[message_id] = {
