@@ -139,6 +139,13 @@ class ChannelRules:
             self._cache[channel] = found
         return found
 
+    def declared_options(self, pattern: ChannelPattern) -> NamespaceOptions | None:
+        """The options of the channels matching a declared pattern (None if it is not declared)."""
+        declared = self._declared.get(self.namespace(pattern.pattern))
+        if declared is None:
+            return None
+        return next((opts for known, opts in declared.patterns if known is pattern), None)
+
     def declare(self, declarations: Iterable[Declaration]) -> None:
         """Make channels declared in code real, replacing what an earlier call declared.
 

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 
-from livehub.protocol.codes import Error, error_internal
+from livehub.protocol.codes import Disconnect, Error, error_internal
 
 
 def minimal_scope(path: str = "/") -> dict[str, Any]:
@@ -126,11 +126,31 @@ class Callback:
                     async_exit_stack=stack,
                     embed_body_fields=False,
                 )
-                if solved.errors:
-                    raise _problems(list(solved.errors))
-                return await _result(self.func(*args, **kwargs, **solved.values))
+                try:
+                    if solved.errors:
+                        raise _problems(list(solved.errors))
+                    return await _result(self.func(*args, **kwargs, **solved.values))
+                except Error as exc:  # seen by yield-dependencies as what it is
+                    raise _ThrownError(exc.code, exc.message, exc.temporary) from None
+                except Disconnect as exc:
+                    raise _ThrownDisconnect(exc.code, exc.reason) from None
         except HTTPException as exc:
             raise http_error(exc) from None
+
+
+class _ThrownError(Error):
+    """An Error that crosses a yield-dependency: contextlib sets ``__traceback__`` on what
+    the dependency re-raises, which a frozen dataclass forbids."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+
+class _ThrownDisconnect(Disconnect):
+    """A Disconnect that crosses a yield-dependency (see _ThrownError)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
 
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
