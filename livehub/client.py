@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import HTTPConnection
 
-from livehub.dependencies import minimal_scope
+from livehub.dependencies import complete_scope
 from livehub.protocol.codec import encode_push
 from livehub.protocol.codes import Disconnect
 
@@ -93,7 +93,7 @@ class Client:
     def handshake(self) -> HTTPConnection:
         """The opening handshake as Starlette's HTTPConnection (url, headers, cookies, ...)."""
         if self._connection is None:
-            self._connection = HTTPConnection(self._session.scope or minimal_scope())
+            self._connection = HTTPConnection(complete_scope(self._session.scope))
         return self._connection
 
     @property

@@ -47,6 +47,15 @@ def minimal_scope(path: str = "/") -> dict[str, Any]:
     }
 
 
+def complete_scope(scope: dict[str, Any] | None) -> dict[str, Any]:
+    """A transport's scope with what it left out filled from :func:`minimal_scope`."""
+    if scope is None:
+        return minimal_scope()
+    if "type" in scope and "headers" in scope and "query_string" in scope:
+        return scope
+    return {**minimal_scope(), **scope}
+
+
 def http_error(exc: HTTPException) -> Error:
     """An app's HTTPException, as the protocol's nearest error."""
     detail = exc.detail if isinstance(exc.detail, str) else ""
@@ -109,7 +118,7 @@ class Callback:
                 return await _result(self.func(*args, **kwargs))
             async with AsyncExitStack() as stack:
                 call_scope = {
-                    **(scope if scope is not None else minimal_scope()),
+                    **complete_scope(scope),
                     "fastapi_inner_astack": stack,
                     "fastapi_function_astack": stack,
                 }

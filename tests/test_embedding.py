@@ -359,7 +359,8 @@ async def test_on_connect_runs_through_the_nodes_connect_hook_with_overrides_and
     assert hub.node.connect_hook is not None and hub.node.authenticates_at_upgrade
     scope = {"type": "websocket", "headers": [(b"x-user", b"zoe")], "query_string": b""}
     assert await hub.node.connect_hook(scope) == Credentials("zoe")  # the seam every transport uses
-    assert events == ["open", "connect zoe audited", "close"]
+    assert await hub.node.connect_hook({"headers": [(b"x-user", b"yan")]}) == Credentials("yan")
+    assert events == ["open", "connect zoe audited", "close", "open", "connect yan audited", "close"]
 
     app.dependency_overrides[by_header] = lambda: "overridden"
     async with HubTestClient(app) as client:
