@@ -10,7 +10,8 @@ alike. ``hub.channel(pattern, **options)`` also states the namespace's options
 Every callback takes FastAPI dependencies (``Depends``, ``Header``, ``Cookie``, ``Query``,
 yield-dependencies), resolved from the connection's opening handshake with the app's
 ``dependency_overrides`` (``livehub.dependencies``); callbacks other than ``on_connect``
-are given the connection as a :class:`~livehub.client.Client`.
+are given the connection as a :class:`~livehub.client.Client`. ``on_connect`` is the node's
+``connect_hook``: every transport resolves it from its handshake before the session starts.
 """
 
 from __future__ import annotations
@@ -349,10 +350,10 @@ class Hub:
 
     async def _subscribe_hook(self, session: Session, channel: str, data: bytes | None) -> bool | None:
         found = self._find(channel)
-        if found is None or found[0].on_subscribe is None:
-            return None
-        spec, params = found
-        callback = found[0].on_subscribe
+        callback = found[0].on_subscribe if found is not None else None
+        if found is None or callback is None:
+            return None  # the options decide
+        params = found[1]
         scope = session.scope
         return bool(await callback(scope, self._app_for(scope), Client.of(session), **params))
 
