@@ -14,7 +14,7 @@ import argparse
 import logging
 from typing import Any
 
-from livehub import Hub, Session
+from livehub import Client, Hub
 from livehub.app import create_app
 from livehub.cli import bind_sockets
 from livehub.serving import draining_server
@@ -26,7 +26,7 @@ def build(config: str | None) -> Any:
     hub = Hub(settings)
 
     @hub.rpc("echo")
-    async def echo(client: Session, request: Any) -> Any:
+    async def echo(client: Client, request: Any) -> Any:
         """Returns the request's data unchanged."""
         return request
 

@@ -1,23 +1,30 @@
-"""livehub: real-time messaging for Python on FastAPI WebSockets, Centrifugo-compatible."""
+"""livehub: real-time messaging for Python on FastAPI WebSockets, Centrifugo-compatible.
+
+The public API is what this module exports; ``Hub`` callbacks are given a ``Client``.
+The internals (``livehub.node.Node``, ``livehub.session.Session``) stay importable from
+their modules, for tests and tools, but are not part of it.
+"""
 
 __version__ = "0.1.0"
 
-from livehub.hub import ConnectResult, Hub
+from livehub.channels import ChannelConflict
+from livehub.client import Client
+from livehub.hub import ConnectResult, Hub, HubStats, NodeStats
 from livehub.models import ClientInfo, Publication, StreamPosition
-from livehub.node import Node
 from livehub.protocol.codes import Disconnect, Error
-from livehub.session import Session
 from livehub.settings import Settings
 
 __all__ = [
+    "ChannelConflict",
+    "Client",
     "ClientInfo",
     "ConnectResult",
     "Disconnect",
     "Error",
     "Hub",
-    "Node",
+    "HubStats",
+    "NodeStats",
     "Publication",
-    "Session",
     "Settings",
     "StreamPosition",
     "__version__",

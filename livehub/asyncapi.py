@@ -1,8 +1,10 @@
 """An AsyncAPI 3.0 document for a hub: what ``/openapi.json`` is to routes, for channels.
 
 Each declared channel pattern becomes a channel (its ``{params}`` as AsyncAPI
-parameters) with a ``send`` operation (clients publish) and a ``receive`` operation
-(clients get publications). Each RPC method becomes a ``send`` operation with a reply.
+parameters) with a ``receive`` operation (clients get publications) and, when clients may
+publish there, a ``send`` operation. Its options (config and code merged, those that differ
+from the defaults) are in the channel's ``x-livehub-options`` extension. Each RPC method
+becomes a ``send`` operation with a reply.
 Pydantic models give the payload schemas; their shared definitions are hoisted into
 ``components.schemas``.
 """
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from livehub import __version__
+from livehub.settings import NamespaceOptions
 
 if TYPE_CHECKING:
     from livehub.hub import Hub
@@ -36,6 +39,19 @@ def _payload(model: type[BaseModel] | None, schemas: dict[str, Any]) -> dict[str
     return {"$ref": REF.format(model=model.__name__)}
 
 
+def _changed(options: NamespaceOptions) -> dict[str, Any]:
+    """The options that differ from NamespaceOptions' defaults, as JSON."""
+    defaults = NamespaceOptions()
+    dumped: dict[str, Any] = options.model_dump(mode="json", exclude=set(options.model_extra or ()))
+    return {name: value for name, value in dumped.items() if getattr(defaults, name, None) != value}
+
+
+def _clients_publish(hub: Hub, has_on_publish: bool, options: NamespaceOptions | None) -> bool:
+    if has_on_publish or hub.settings.client.insecure or options is None:
+        return True
+    return options.allow_publish_for_client or options.allow_publish_for_subscriber
+
+
 def asyncapi_document(hub: Hub) -> dict[str, Any]:
     settings = hub.settings
     schemas: dict[str, Any] = {}
@@ -43,7 +59,7 @@ def asyncapi_document(hub: Hub) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
 
-    for spec in hub.channels:
+    for spec in hub.declared:
         cid = _ident(spec.pattern.pattern)
         message_id = f"{cid}.publication"
         messages[message_id] = {
@@ -61,6 +77,9 @@ def asyncapi_document(hub: Hub) -> dict[str, Any]:
             channel["parameters"] = {
                 p: {"description": f"The {p} part of the channel name"} for p in spec.pattern.params
             }
+        options = hub.node.rules.declared_options(spec.pattern)
+        if options is not None:
+            channel["x-livehub-options"] = _changed(options)
         channels[cid] = channel
         ref = {"$ref": f"#/channels/{cid}"}
         publication = [{"$ref": f"#/channels/{cid}/messages/publication"}]
@@ -70,6 +89,8 @@ def asyncapi_document(hub: Hub) -> dict[str, Any]:
             "summary": f"Publications in {spec.pattern.pattern}",
             "messages": publication,
         }
+        if not _clients_publish(hub, spec.on_publish is not None, options):
+            continue
         operations[f"{cid}.send"] = {
             "action": "send",
             "channel": ref,

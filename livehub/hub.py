@@ -1,37 +1,44 @@
 """livehub inside a FastAPI app: ``hub = Hub(settings); app.include_router(hub.router)``.
 
-The hub is a thin layer over the :class:`Node`: it turns FastAPI-style callbacks into the
-node's hooks. Channel patterns read like FastAPI paths (``"chat:{room}"``) and their
-parameters arrive as keyword arguments; Pydantic models declared for a channel validate
-what is published to it, from clients and from the server alike.
+The hub is a thin layer over the :class:`~livehub.node.Node`: it turns FastAPI-style
+callbacks into the node's hooks. Channel patterns read like FastAPI paths
+(``"chat:{room}"``) and their parameters arrive as keyword arguments; Pydantic models
+declared for a channel validate what is published to it, from clients and from the server
+alike. ``hub.channel(pattern, **options)`` also states the namespace's options
+(``livehub.channels.ChannelRules.declare`` says how they merge with the config).
 
-``on_connect`` is a FastAPI dependency resolved at the WebSocket upgrade (``Depends``,
-``Header``, ``Cookie``, ``Query`` all work). It may be declared after the router was
-included: the hub installs it as a dependency override of the app when the app starts.
+Every callback takes FastAPI dependencies (``Depends``, ``Header``, ``Cookie``, ``Query``,
+yield-dependencies), resolved from the connection's opening handshake with the app's
+``dependency_overrides`` (``livehub.dependencies``); callbacks other than ``on_connect``
+are given the connection as a :class:`~livehub.client.Client`. ``on_connect`` is the node's
+``connect_hook``: every transport resolves it from its handshake before the session starts.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import inspect
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, WebSocket
+from fastapi import APIRouter, FastAPI, WebSocket
 from pydantic import BaseModel, ValidationError
 
+from livehub.api import api_router
 from livehub.asyncapi import asyncapi_document
+from livehub.channels import ChannelConflict, ChannelOptions, ChannelPattern, Declaration, validate_options
+from livehub.client import Client, to_json
 from livehub.control import DisconnectUser, Subscribe, Target, Unsubscribe
+from livehub.dependencies import Callback
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.node import Node
-from livehub.protocol.codes import Disconnect, Error
+from livehub.protocol.codes import Disconnect, Error, error_internal
 from livehub.session import Session
-from livehub.settings import Settings
+from livehub.settings import NamespaceOptions, Settings
 from livehub.transport import websocket_handler
 
 log = logging.getLogger("livehub.hub")
@@ -51,54 +58,64 @@ class ConnectResult:
     data: Any = None
 
 
-class ChannelPattern:
-    """``"chat:{room}"`` matches ``chat:lobby`` with ``room="lobby"``; parameters stop at ``:``/``#``."""
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self.params = re.findall(r"{(\w+)}", pattern)
-        parts = re.split(r"({\w+})", pattern)
-        regex = "".join(f"(?P<{p[1:-1]}>[^:#]+)" if p.startswith("{") else re.escape(p) for p in parts)
-        self._regex = re.compile(f"^{regex}$")
-
-    def match(self, channel: str) -> dict[str, str] | None:
-        m = self._regex.match(channel)
-        return m.groupdict() if m else None
-
-
 @dataclass(slots=True)
 class ChannelSpec:
+    """A channel pattern declared in code: its model, callbacks and namespace options."""
+
     pattern: ChannelPattern
     model: type[BaseModel] | None = None
     description: str = ""
-    on_subscribe: Callable[..., Any] | None = None
-    on_publish: Callable[..., Any] | None = None
+    on_subscribe: Callback | None = None
+    on_publish: Callback | None = None
+    #: Namespace options stated for it (validated), as ``hub.channel(..., presence=True)`` gave them.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def declaration(self) -> Declaration:
+        return Declaration(self.pattern, self.options, self.model is not None or self.on_publish is not None)
 
 
 @dataclass(slots=True)
 class RPCSpec:
-    handler: Callable[..., Any]
+    handler: Callback
     request: type[BaseModel] | None
     response: type[BaseModel] | None
     description: str
 
 
-def _json(value: Any) -> bytes:
-    if isinstance(value, BaseModel):
-        return value.model_dump_json().encode()
-    return orjson.dumps(value)
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    """One node of the cluster, as it last reported itself."""
+
+    id: str
+    name: str
+    connections: int
+    users: int
+    channels: int
+    subscriptions: int
+    #: Seconds since the node started.
+    uptime: int
 
 
-async def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    result = func(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+@dataclass(frozen=True, slots=True)
+class HubStats:
+    """Figures of this node, and the list of every live node (this one included)."""
+
+    connections: int
+    users: int
+    channels: int
+    subscriptions: int
+    #: Publications made through this node, and messages it queued to its clients, since start.
+    publications: int
+    deliveries: int
+    nodes: list[NodeStats]
 
 
 def _first_param_model(func: Callable[..., Any], index: int) -> type[BaseModel] | None:
     """The Pydantic model annotating a handler's ``index``-th parameter, if any."""
-    params = list(inspect.signature(func, eval_str=True).parameters.values())
+    try:
+        params = list(inspect.signature(func, eval_str=True).parameters.values())
+    except NameError:
+        return None
     if len(params) > index:
         annotation = params[index].annotation
         if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
@@ -117,9 +134,20 @@ def _parse(model: type[BaseModel], data: bytes) -> BaseModel:
         raise Error(107, f"bad request: {problems}") from None
 
 
-async def _no_connect_hook() -> None:
-    """Stands for the app's ``on_connect`` until the app starts and overrides it."""
-    return None
+def _credentials(result: Any) -> Credentials | None:
+    if result is None:
+        return None
+    if isinstance(result, str):
+        return Credentials(result)
+    if not isinstance(result, ConnectResult):
+        raise TypeError(f"on_connect must return a user id or ConnectResult, not {type(result)!r}")
+    return Credentials(
+        result.user,
+        None if result.info is None else to_json(result.info),
+        tuple(result.channels),
+        result.expire_at,
+        None if result.data is None else to_json(result.data),
+    )
 
 
 class Hub:
@@ -140,10 +168,13 @@ class Hub:
         self.node = node
         self.settings = node.settings
         self.title = title
-        self.channels: list[ChannelSpec] = []
+        #: The channel patterns declared in code, in declaration order (the first match wins).
+        self.declared: list[ChannelSpec] = []
         self.rpcs: dict[str, RPCSpec] = {}
-        self._connect: Callable[..., Any] | None = None
-        self._on_disconnect: Callable[..., Any] | None = None
+        self._connect: Callback | None = None
+        self._on_disconnect: Callback | None = None
+        #: The app the hub runs in (its lifespan tells): whose dependency_overrides apply.
+        self._app: Any = None
         node.subscribe_hook = self._subscribe_hook
         node.publish_hook = self._publish_hook
         node.disconnect_hook = self._disconnect_hook
@@ -153,13 +184,12 @@ class Hub:
     # -- wiring into FastAPI
 
     def _build_router(self, asyncapi_url: str | None) -> APIRouter:
+        """The client endpoint and the AsyncAPI document (the server API: :meth:`api_router`)."""
         router = APIRouter(lifespan=self.lifespan)
         handle = websocket_handler(self.node)
 
-        async def connection(
-            websocket: WebSocket, credentials: Annotated[Any, Depends(_no_connect_hook)]
-        ) -> None:
-            await handle(websocket, credentials)
+        async def connection(websocket: WebSocket) -> None:
+            await handle(websocket)
 
         router.add_api_websocket_route(self.settings.websocket.handler_prefix, connection)
         if asyncapi_url:
@@ -168,74 +198,97 @@ class Hub:
             )
         return router
 
+    def api_router(self) -> APIRouter:
+        """The Centrifugo-compatible server HTTP API (``POST /api/<method>``) of this hub:
+        ``app.include_router(hub.api_router())``. It answers 401 unless ``http_api.key`` is
+        set and sent (or ``http_api.insecure``)."""
+        return api_router(self.node)
+
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         """Starts the node with the app; on shutdown clients are told to reconnect (3001)."""
-        if self._connect is not None:
-            app.dependency_overrides[_no_connect_hook] = self._connect
+        self._app = app
         await self.node.start()
         try:
             yield
         finally:
             await self.node.stop()
 
-    # -- decorators
+    def _app_for(self, scope: dict[str, Any] | None) -> Any:
+        """The app whose ``dependency_overrides`` apply to a connection."""
+        app = scope.get("app") if scope is not None else None
+        return app if hasattr(app, "dependency_overrides") else self._app
+
+    # -- declarations
 
     def on_connect(self, func: F) -> F:
-        """Authenticate a connection from its HTTP upgrade request, FastAPI-style.
+        """Authenticate a connection from its opening handshake, FastAPI-style.
 
-        Return a user id, a :class:`ConnectResult`, or None (no opinion: JWT and config
-        rules apply); raise :class:`Disconnect` or :class:`Error` to refuse the client.
+        Every parameter is a FastAPI dependency. Return a user id, a :class:`ConnectResult`,
+        or None (no opinion: JWT and config rules apply); raise :class:`Disconnect` or
+        :class:`Error` to refuse the client (its ``connect`` gets that reply).
         """
-
-        @functools.wraps(func)
-        async def resolve(*args: Any, **kwargs: Any) -> Credentials | Error | Disconnect | None:
-            try:
-                result = await _call(func, *args, **kwargs)
-            except (Error, Disconnect) as exc:
-                return exc
-            if result is None:
-                return None
-            if isinstance(result, str):
-                return Credentials(result)
-            if not isinstance(result, ConnectResult):
-                raise TypeError(f"on_connect must return a user id or ConnectResult, not {type(result)!r}")
-            return Credentials(
-                result.user,
-                None if result.info is None else _json(result.info),
-                tuple(result.channels),
-                result.expire_at,
-                None if result.data is None else _json(result.data),
-            )
-
-        self._connect = resolve
+        self._connect = Callback(func, own=0)
+        self.node.connect_hook = self._connect_hook
         self.node.authenticates_at_upgrade = True
         return func
 
     def channel(
-        self, pattern: str, model: type[BaseModel] | None = None, description: str = ""
+        self,
+        pattern: str,
+        model: type[BaseModel] | None = None,
+        description: str = "",
+        **options: Unpack[ChannelOptions],
     ) -> ChannelSpec:
-        """Declare a channel pattern, optionally typed: publications must validate against ``model``."""
-        for spec in self.channels:
-            if spec.pattern.pattern == pattern:
-                spec.model = model or spec.model
-                spec.description = description or spec.description
-                return spec
-        spec = ChannelSpec(ChannelPattern(pattern), model, description)
-        self.channels.append(spec)
-        return spec
+        """Declare a channel pattern: its message model (publications must validate), a
+        description (AsyncAPI), and options of its namespace (``presence=True``,
+        ``history_size=50``, ``history_ttl="10m"``, ... as the config's namespace options).
+
+        Declaring the same pattern again adds to it. Raises :class:`ChannelConflict` if an
+        option contradicts the config or another declaration.
+        """
+        stated = validate_options(options)
+        spec = next((s for s in self.declared if s.pattern.pattern == pattern), None)
+        if spec is None:
+            updated = ChannelSpec(ChannelPattern(pattern), model, description, options=stated)
+        else:
+            for name, value in stated.items():
+                if name in spec.options and spec.options[name] != value:
+                    raise ChannelConflict(
+                        f"channel option {name!r} of {pattern!r} declared as {spec.options[name]!r} "
+                        f"and as {value!r}"
+                    )
+            updated = dataclasses.replace(
+                spec,
+                model=model or spec.model,
+                description=description or spec.description,
+                options={**spec.options, **stated},
+            )
+        self._replace(spec, updated)
+        return updated
+
+    def _replace(self, old: ChannelSpec | None, new: ChannelSpec) -> None:
+        """Install ``new`` (in place of ``old``) once the channel rules accept it."""
+        specs = [new if s is old else s for s in self.declared] if old is not None else [*self.declared, new]
+        self.node.rules.declare(s.declaration() for s in specs)
+        self.declared = specs
 
     def on_subscribe(self, pattern: str) -> Callable[[F], F]:
-        """``handler(client, **params) -> bool``: may this client subscribe? Raise Error to refuse."""
+        """``handler(client, <channel params>, <dependencies>) -> bool``: may this client
+        subscribe? False (or raising Error) refuses it; True lets it in whatever the options say."""
 
         def register(func: F) -> F:
-            self.channel(pattern).on_subscribe = func
+            spec = self.channel(pattern)
+            self._replace(
+                spec, dataclasses.replace(spec, on_subscribe=Callback(func, 1, spec.pattern.params))
+            )
             return func
 
         return register
 
     def on_publish(self, pattern: str) -> Callable[[F], F]:
-        """``handler(client, data, **params) -> data``: allow, validate or transform a client publish.
+        """``handler(client, data, <channel params>, <dependencies>) -> data``: allow, validate
+        or transform a client's publication; it decides who may publish there.
 
         Returning None publishes the data as sent; raise Error to refuse. A Pydantic model
         annotating ``data`` (or declared with :meth:`channel`) validates it first.
@@ -243,59 +296,77 @@ class Hub:
 
         def register(func: F) -> F:
             spec = self.channel(pattern, model=_first_param_model(func, 1))
-            spec.on_publish = func
+            self._replace(spec, dataclasses.replace(spec, on_publish=Callback(func, 2, spec.pattern.params)))
             return func
 
         return register
 
     def rpc(self, method: str, description: str = "") -> Callable[[F], F]:
-        """``handler(client, request) -> response``; Pydantic models annotate both ends."""
+        """``handler(client, request, <dependencies>) -> response``; Pydantic models annotate both ends."""
 
         def register(func: F) -> F:
-            signature = inspect.signature(func, eval_str=True)
-            response = signature.return_annotation
+            response = inspect.signature(func, eval_str=True).return_annotation
             spec = RPCSpec(
-                func,
+                Callback(func, 2),
                 _first_param_model(func, 1),
                 response if inspect.isclass(response) and issubclass(response, BaseModel) else None,
                 description or inspect.getdoc(func) or "",
             )
             self.rpcs[method] = spec
-            self.node.rpc_handlers[method] = functools.partial(self._call_rpc, spec)
+
+            async def call(session: Session, data: bytes | None) -> Any:
+                return await self._call_rpc(spec, session, data)
+
+            self.node.rpc_handlers[method] = call
             return func
 
         return register
 
     def on_disconnect(self, func: F) -> F:
-        """``handler(client)``, called exactly once when a connected client goes away."""
-        self._on_disconnect = func
+        """``handler(client, <dependencies>)``, called once when a connected client goes away."""
+        self._on_disconnect = Callback(func, 1)
         return func
 
     # -- the node's hooks
 
     def _find(self, channel: str) -> tuple[ChannelSpec, dict[str, str]] | None:
-        for spec in self.channels:
+        for spec in self.declared:
             params = spec.pattern.match(channel)
             if params is not None:
                 return spec, params
         return None
 
+    async def _connect_hook(self, scope: dict[str, Any]) -> Credentials | Error | Disconnect | None:
+        callback = self._connect
+        if callback is None:
+            return None
+        try:
+            return _credentials(await callback(scope, self._app_for(scope)))
+        except (Error, Disconnect) as exc:
+            return exc
+        except Exception:
+            log.exception("on_connect failed")
+            return error_internal()
+
     async def _subscribe_hook(self, session: Session, channel: str, data: bytes | None) -> bool | None:
         found = self._find(channel)
-        if found is None or found[0].on_subscribe is None:
-            return None
-        spec, params = found
-        return bool(await _call(spec.on_subscribe, session, **params))  # type: ignore[arg-type]
+        callback = found[0].on_subscribe if found is not None else None
+        if found is None or callback is None:
+            return None  # the options decide
+        params = found[1]
+        scope = session.scope
+        return bool(await callback(scope, self._app_for(scope), Client.of(session), **params))
 
     async def _publish_hook(self, session: Session, channel: str, data: bytes) -> bytes | None:
         found = self._find(channel)
-        handler = found[0].on_publish if found is not None else None
-        if found is None or handler is None:
-            return None  # the config decides; typed data is checked by _validate on publish
+        callback = found[0].on_publish if found is not None else None
+        if found is None or callback is None:
+            return None  # the options decide; typed data is checked by _validate on publish
         spec, params = found
         value: Any = orjson.loads(data) if spec.model is None else _parse(spec.model, data)
-        result = await _call(handler, session, value, **params)
-        return _json(value if result is None else result)
+        scope = session.scope
+        result = await callback(scope, self._app_for(scope), Client.of(session), value, **params)
+        return to_json(value if result is None else result)
 
     def _validate(self, channel: str, data: bytes) -> bytes:
         """Every publication to a typed channel, whoever publishes it, must fit its model."""
@@ -306,21 +377,23 @@ class Hub:
 
     async def _disconnect_hook(self, session: Session) -> None:
         if self._on_disconnect is not None:
-            await _call(self._on_disconnect, session)
+            scope = session.scope
+            await self._on_disconnect(scope, self._app_for(scope), Client.of(session))
 
     async def _call_rpc(self, spec: RPCSpec, session: Session, data: bytes | None) -> Any:
         if spec.request is not None:
             request: Any = _parse(spec.request, data or b"null")
         else:
             request = None if data is None else orjson.loads(data)
-        result = await _call(spec.handler, session, request)
-        return None if result is None else _json(result)
+        scope = session.scope
+        result = await spec.handler(scope, self._app_for(scope), Client.of(session), request)
+        return None if result is None else to_json(result)
 
     # -- server-side operations, callable from any route or task
 
     async def publish(self, channel: str, data: Any, **options: Any) -> StreamPosition:
         """Publish JSON data (or a Pydantic model) to a channel; returns its stream position."""
-        return await self.node.publish(channel, _json(data), **options)
+        return await self.node.publish(channel, to_json(data), **options)
 
     async def broadcast(self, channels: list[str], data: Any, **options: Any) -> list[StreamPosition]:
         return [await self.publish(channel, data, **options) for channel in channels]
@@ -342,11 +415,60 @@ class Hub:
 
     async def subscribe(self, user: str, channel: str, data: Any = None) -> None:
         """Subscribe every connection of a user to a channel, server-side (a ``subscribe`` push)."""
-        await self.node.command(Subscribe(Target(user), channel, data=None if data is None else _json(data)))
+        await self.node.command(
+            Subscribe(Target(user), channel, data=None if data is None else to_json(data))
+        )
 
     async def unsubscribe(self, user: str, channel: str) -> None:
         """Take every connection of a user out of a channel (an ``unsubscribe`` push, code 2000)."""
         await self.node.command(Unsubscribe(Target(user), channel))
+
+    # -- reads
+
+    def connections(self, user: str | None = None) -> list[Client]:
+        """The connected clients of this node (of one user, if given)."""
+        node = self.node
+        sessions = node.sessions.values() if user is None else node.users.get(user, ())
+        return [Client.of(session) for session in sessions]
+
+    def users(self) -> dict[str, int]:
+        """Users connected to this node, and how many connections each has."""
+        return {user: len(sessions) for user, sessions in self.node.users.items()}
+
+    def channels(self, pattern: str = "") -> dict[str, int]:
+        """Channels with subscribers on this node and how many, filtered by a glob pattern
+        (Centrifugo's syntax: ``chat:*``)."""
+        return self.node.channels_matching(pattern)
+
+    def channel_options(self, channel: str) -> NamespaceOptions:
+        """The options a channel has (config and code merged); Error 102 for an unknown one."""
+        return self.node.options(channel)
+
+    def stats(self) -> HubStats:
+        """This node's figures, and every live node's as the cluster last heard them."""
+        node = self.node
+        channels = node.channels()
+        nodes = [
+            NodeStats(
+                id=str(info.get("uid", "")),
+                name=str(info.get("name", "")),
+                connections=int(info.get("num_clients", 0)),
+                users=int(info.get("num_users", 0)),
+                channels=int(info.get("num_channels", 0)),
+                subscriptions=int(info.get("num_subs", 0)),
+                uptime=int(info.get("uptime", 0)),
+            )
+            for info in node.nodes_info()
+        ]
+        return HubStats(
+            connections=len(node.sessions),
+            users=len(node.users),
+            channels=len(channels),
+            subscriptions=sum(channels.values()),
+            publications=node.publications,
+            deliveries=node.deliveries,
+            nodes=nodes,
+        )
 
     async def asyncapi(self) -> dict[str, Any]:
         """The AsyncAPI 3 document of this hub's channels and RPC methods."""

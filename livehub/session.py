@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -43,6 +43,9 @@ from livehub.protocol.commands import (
 )
 from livehub.settings import NamespaceOptions
 from livehub.subscribe import SubscribeParams, subscribe
+
+if TYPE_CHECKING:
+    from livehub.client import Client
 
 log = logging.getLogger("livehub.session")
 
@@ -90,7 +93,7 @@ class Subscription:
 class Session:
     __slots__ = (
         "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "connected", "closed",
-        "credentials", "scope", "_connect_failed", "_expires_at", "_loop", "_timers", "_joins",
+        "credentials", "scope", "handle", "_connect_failed", "_expires_at", "_loop", "_timers", "_joins",
     )  # fmt: skip
 
     def __init__(
@@ -121,6 +124,8 @@ class Session:
         #: The opening handshake as an ASGI ``websocket`` scope (headers, cookies, query, client
         #: address), when the transport has one: what the app's dependencies read.
         self.scope = scope
+        #: The app's handle on this connection (``livehub.client.Client``), made on first use.
+        self.handle: Client | None = None
 
     # -- lifecycle
 

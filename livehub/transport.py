@@ -5,8 +5,8 @@ client that went away is just the end of the loop, never a "Cannot call send onc
 close message has been sent" error.
 
 :func:`websocket_handler` is the client endpoint as a FastAPI WebSocket route (the Hub's
-router, so ``on_connect`` dependencies run at the upgrade). ``livehub serve`` answers the
-client endpoint below ASGI instead (``livehub.connection``).
+router; the app's ``on_connect`` runs at the upgrade, through ``node.connect_hook``).
+``livehub serve`` answers the client endpoint below ASGI instead (``livehub.connection``).
 """
 
 from __future__ import annotations
@@ -105,10 +105,11 @@ async def run_session(
     receive: Callable[[], Awaitable[Any]],
     send: Callable[[Any], Awaitable[None]],
     credentials: Credentials | Error | Disconnect | None = None,
+    scope: dict[str, Any] | None = None,
 ) -> None:
     """Pump frames from an accepted WebSocket into a new Session until either side closes."""
     size_limit = node.settings.websocket.message_size_limit
-    session = Session(node, ASGITransport(send), credentials)
+    session = Session(node, ASGITransport(send), credentials, scope)
     session.start()
     try:
         while not session.closing:
@@ -129,22 +130,24 @@ async def run_session(
         await session.cleanup()
 
 
-Handler = Callable[[WebSocket, Credentials | Error | Disconnect | None], Awaitable[None]]
+Handler = Callable[[WebSocket], Awaitable[None]]
 
 
 def websocket_handler(node: Node) -> Handler:
-    """The client endpoint as a FastAPI WebSocket route."""
+    """The client endpoint as a FastAPI WebSocket route; ``node.connect_hook`` (the app's
+    ``on_connect``) says who the connection is, from its handshake, before it is accepted."""
     patterns = node.settings.client.allowed_origins
 
-    async def handle(
-        websocket: WebSocket, credentials: Credentials | Error | Disconnect | None = None
-    ) -> None:
+    async def handle(websocket: WebSocket) -> None:
         if not origin_allowed(dict(websocket.headers), patterns):
             log.info("rejected connection from origin %r", websocket.headers.get("origin"))
             await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
             return
+        scope = cast(dict[str, Any], websocket.scope)
+        hook = node.connect_hook
+        credentials = await hook(scope) if hook is not None else None
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol="centrifuge-json" if "centrifuge-json" in offered else None)
-        await run_session(node, websocket.receive, websocket.send, credentials)
+        await run_session(node, websocket.receive, websocket.send, credentials, scope)
 
     return handle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import pytest
@@ -12,6 +13,12 @@ from fastapi.testclient import TestClient
 from examples.fastapi_app import app, hub
 from livehub import Hub, Settings
 from livehub.testing import ConnectionClosed, HubTestClient, ProtocolError
+
+
+@pytest.fixture(autouse=True)
+def chat_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example keeps its rolls in SQLite at $CHAT_DB: a fresh file per test."""
+    monkeypatch.setenv("CHAT_DB", str(tmp_path / "chat.sqlite3"))
 
 
 async def test_connect_by_dependency_and_refusal() -> None:

@@ -41,11 +41,11 @@ def setup(hub: Hub, router: APIRouter) -> None:
 
     @router.get("/demos/admin/state", dependencies=[Depends(api_key)])
     async def admin_state() -> AdminState:
-        node = hub.node
-        sessions = sorted(node.sessions.values(), key=lambda s: (s.user, s.id))[:MAX_LISTED]
+        clients = sorted(hub.connections(), key=lambda c: (c.user, c.id))[:MAX_LISTED]
         return AdminState(
             connections=[
-                Connection(client=s.id, user=s.user, name=s.name, channels=sorted(s.subs)) for s in sessions
+                Connection(client=c.id, user=c.user, name=c.name, channels=sorted(c.channels))
+                for c in clients
             ],
-            channels=dict(sorted(node.channels().items())),
+            channels=dict(sorted(hub.channels().items())),
         )

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from livehub import Error, Hub, Session
+from livehub import Client, Error, Hub
 
 ROOM = re.compile(r"[a-z0-9-]{1,32}")
 
@@ -29,13 +29,13 @@ def setup(hub: Hub) -> None:
     hub.channel("chat.{room}", model=ChatMessage, description="Messages of one chat room")
 
     @hub.on_subscribe("chat.{room}")
-    async def may_enter(client: Session, room: str) -> bool:
+    async def may_enter(client: Client, room: str) -> bool:
         if not client.user:
             raise Error(101, "unauthorized: pick a nickname first")
         return ROOM.fullmatch(room) is not None
 
     @hub.on_publish("chat.{room}")
-    async def stamp(client: Session, data: ChatMessage, room: str) -> ChatMessage:
+    async def stamp(client: Client, data: ChatMessage, room: str) -> ChatMessage:
         if not client.user:
             raise Error(101, "unauthorized: pick a nickname first")
         return data.model_copy(update={"user": client.user, "time": time.time()})

@@ -18,9 +18,9 @@ def server_only() -> Error:
 
 async def watched(hub: Hub, channel: str) -> bool:
     """Does anyone subscribe to ``channel``? Presence counts every node; else this node's count."""
-    if hub.node.options(channel).presence:
+    if hub.channel_options(channel).presence:
         return (await hub.presence_stats(channel)).num_clients > 0
-    return hub.node.channels().get(channel, 0) > 0
+    return hub.channels().get(channel, 0) > 0
 
 
 async def every(seconds: float, step: Callable[[], Awaitable[None]]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from livehub import Hub, Session
+from livehub import Client, Hub
 from livehub.demos.common import every, server_only, watched
 
 METRICS = "dashboard.metrics"
@@ -43,27 +43,27 @@ class Sensors(BaseModel):
 
 
 class Sampler:
-    """Turns the node's counters into rates, once a second."""
+    """Turns the hub's counters (``hub.stats()``) into rates, once a second."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.last = (time.monotonic(), hub.node.deliveries, hub.node.publications)
+        stats = hub.stats()
+        self.last = (time.monotonic(), stats.deliveries, stats.publications)
 
     async def sample(self) -> None:
-        node = self.hub.node
-        now, deliveries, publications = time.monotonic(), node.deliveries, node.publications
+        stats = self.hub.stats()
+        now, deliveries, publications = time.monotonic(), stats.deliveries, stats.publications
         then, deliveries_then, publications_then = self.last
         self.last = (now, deliveries, publications)
         elapsed = max(now - then, 1e-3)
-        channels = node.channels()
         await self.hub.publish(
             METRICS,
             Metrics(
                 time=time.time(),
-                connections=len(node.sessions),
-                users=len(node.users),
-                channels=len(channels),
-                subscriptions=sum(channels.values()),
+                connections=stats.connections,
+                users=stats.users,
+                channels=stats.channels,
+                subscriptions=stats.subscriptions,
                 deliveries_per_s=round((deliveries - deliveries_then) / elapsed, 1),
                 publications_per_s=round((publications - publications_then) / elapsed, 1),
             ),
@@ -99,7 +99,7 @@ def setup(hub: Hub) -> list[Callable[[], Coroutine[Any, Any, None]]]:
     hub.channel(METRICS, model=Metrics, description="The hub's own figures, once a second")
     hub.channel(SENSORS, model=Sensors, description="A simulated data source")
 
-    async def read_only(client: Session, data: object) -> None:
+    async def read_only(client: Client, data: object) -> None:
         raise server_only()
 
     for channel in (METRICS, SENSORS):

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from livehub import Error, Hub, Session
+from livehub import Client, Error, Hub
 from livehub.demos.common import server_only
 
 Mark = Literal["X", "O"]
@@ -67,7 +67,7 @@ def setup(hub: Hub) -> None:
         await hub.publish(f"game.{game.table}", game)
         return game
 
-    def player(client: Session) -> str:
+    def player(client: Client) -> str:
         if not client.user:
             raise Error(101, "unauthorized: pick a name first")
         return client.user
@@ -75,16 +75,16 @@ def setup(hub: Hub) -> None:
     hub.channel("game.{table}", model=GameState, description="State of one tic-tac-toe table")
 
     @hub.on_publish("game.{table}")
-    async def read_only(client: Session, data: GameState, table: str) -> None:
+    async def read_only(client: Client, data: GameState, table: str) -> None:
         raise server_only()
 
     @hub.rpc("game.state")
-    async def state(client: Session, request: TableRequest) -> GameState:
+    async def state(client: Client, request: TableRequest) -> GameState:
         """The table as it is now (what a page shows after a reload)."""
         return get_table(request.table)
 
     @hub.rpc("game.join")
-    async def join(client: Session, request: TableRequest) -> GameState:
+    async def join(client: Client, request: TableRequest) -> GameState:
         """Take a free seat (or one whose player has left); spectators get the state."""
         user, game = player(client), get_table(request.table)
         if user in game.players.values():
@@ -100,7 +100,7 @@ def setup(hub: Hub) -> None:
         return game
 
     @hub.rpc("game.move")
-    async def move(client: Session, request: MoveRequest) -> GameState:
+    async def move(client: Client, request: MoveRequest) -> GameState:
         """Put the caller's mark in a cell, if it is their turn and the cell is free."""
         user, game = player(client), get_table(request.table)
         if game.winner:
@@ -115,7 +115,7 @@ def setup(hub: Hub) -> None:
         return await publish(game)
 
     @hub.rpc("game.restart")
-    async def restart(client: Session, request: TableRequest) -> GameState:
+    async def restart(client: Client, request: TableRequest) -> GameState:
         """A new round at the same table; the players swap marks."""
         user, game = player(client), get_table(request.table)
         if user not in game.players.values():
@@ -126,7 +126,7 @@ def setup(hub: Hub) -> None:
         return await publish(fresh)
 
     @hub.rpc("game.leave")
-    async def leave(client: Session, request: TableRequest) -> GameState:
+    async def leave(client: Client, request: TableRequest) -> GameState:
         """Give the caller's seat up."""
         user, game = player(client), get_table(request.table)
         for mark, holder in game.players.items():

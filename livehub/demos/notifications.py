@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, StringConstraints
 
-from livehub import Error, Hub, Session
+from livehub import Client, Error, Hub
 
 UserName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,24}$")]
 
@@ -43,11 +43,11 @@ def setup(hub: Hub, router: APIRouter) -> None:
     hub.channel("#{user}", description="One user's personal channel: notifications")
 
     @hub.on_subscribe("#{user}")
-    async def only_the_owner_reads(client: Session, user: str) -> bool:
+    async def only_the_owner_reads(client: Client, user: str) -> bool:
         return client.user == user
 
     @hub.on_publish("#{user}")
-    async def only_the_owner_writes(client: Session, data: object, user: str) -> None:
+    async def only_the_owner_writes(client: Client, data: object, user: str) -> None:
         if client.user != user:
             raise Error(103, "permission denied")
 
@@ -57,5 +57,5 @@ def setup(hub: Hub, router: APIRouter) -> None:
         note = Notification(title=request.title, text=request.text, level=request.level, time=time.time())
         channel = f"#{request.to}"
         position = await hub.publish(channel, note)
-        connections = len(hub.node.users.get(request.to, ()))
+        connections = len(hub.connections(user=request.to))
         return Sent(channel=channel, offset=position.offset, delivered_to=connections)

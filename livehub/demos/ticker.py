@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from livehub import Hub, Session
+from livehub import Client, Hub
 from livehub.demos.common import every, server_only, watched
 
 CHANNEL = "ticker"
@@ -71,11 +71,11 @@ def setup(hub: Hub) -> list[Callable[[], Coroutine[Any, Any, None]]]:
     market = Market(hub)
 
     @hub.on_publish(CHANNEL)
-    async def read_only(client: Session, data: Tick) -> None:
+    async def read_only(client: Client, data: Tick) -> None:
         raise server_only()
 
     @hub.rpc("ticker.snapshot")
-    async def snapshot(client: Session, request: object) -> Snapshot:
+    async def snapshot(client: Client, request: object) -> Snapshot:
         """The latest tick of every symbol."""
         return market.snapshot()
 
