@@ -140,7 +140,7 @@ def _regex(pattern: str) -> str:
     parts = []
     for part in PARAM.split(pattern):
         parts.append(
-            PARAM_REGEX if PARAM.fullmatch(part) else re.sub(r"([\\^$.*+?()[\]{}|/-])", r"\\\1", part)
+            PARAM_REGEX if PARAM.fullmatch(part) else re.sub(r"([\\^$.*+?()[\]{}|/])", r"\\\1", part)
         )
     return "^" + "".join(parts) + "$"
 

@@ -151,5 +151,8 @@ def ts(
     if output is None:
         sys.stdout.write(code)
         return
-    output.write_text(code, encoding="utf-8")
+    try:
+        output.write_text(code, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc}")
     err.print(f"wrote {output} ({code.count(chr(10))} lines)", highlight=False)

@@ -250,3 +250,86 @@ def test_command_reads_a_document_from_a_local_url(runner: CliRunner, served_doc
     done = runner.invoke(cli, ["codegen", "ts", served_document])
     assert done.exit_code == 0, done.output
     assert done.stdout == typescript(asyncapi_document(example_hub))
+
+
+#: JSON Schema that Pydantic does not write but another producer of AsyncAPI might.
+HANDMADE: dict[str, Any] = {
+    "asyncapi": "3.0.0",
+    "info": {"title": "handmade */ title", "version": "1"},
+    "channels": {
+        "feed": {
+            "address": "feed:{a}-{b}",
+            "messages": {"publication": {"$ref": "#/components/messages/feed"}},
+        },
+        "rpc.sum": {"address": None, "messages": {}},
+    },
+    "operations": {
+        "rpc.sum": {
+            "action": "send",
+            "messages": [{"$ref": "#/components/messages/sum.request"}],
+            "reply": {"messages": [{"$ref": "#/components/messages/sum.response"}]},
+        }
+    },
+    "components": {
+        "messages": {
+            "feed": {"payload": {"$ref": "#/components/schemas/a~1b"}},
+            "sum.request": {"name": "sum request", "payload": {"type": "array", "items": {"type": "number"}}},
+            "sum.response": {"payload": {"type": ["number", "null"]}},
+        },
+        "schemas": {
+            "a/b": {
+                "type": "object",
+                "properties": {
+                    "closed": {
+                        "type": "object",
+                        "properties": {"x": {"type": "string"}},
+                        "additionalProperties": False,
+                    },
+                    "both": {
+                        "allOf": [
+                            {"$ref": "#/components/schemas/2nd"},
+                            {"type": "object", "properties": {"y": {"const": None}}},
+                        ]
+                    },
+                    "head": {
+                        "type": "array",
+                        "prefixItems": [{"type": "string"}],
+                        "items": {"type": "integer"},
+                    },
+                    "anyObject": {"type": "object"},
+                    "never": False,
+                    "free": True,
+                    "const": {"const": {"not": "a literal"}},
+                },
+                "required": ["closed"],
+            },
+            "2nd": {"type": "object", "properties": {"z": {"type": "boolean", "deprecated": True}}},
+        },
+    },
+}
+
+
+def test_json_schema_beyond_pydantic() -> None:
+    code = typescript(HANDMADE)
+    assert members(code, "export interface a_b ") == [
+        "closed: {",
+        "x?: string;",
+        "};",
+        "both?: _2nd & ({",
+        "y?: null;",
+        "});",
+        "head?: [string, ...number[]];",
+        "anyObject?: {",
+        "[key: string]: unknown;",
+        "};",
+        "never?: never;",
+        "free?: unknown;",
+        "const?: unknown;",
+    ]
+    assert "@deprecated" in code
+    assert members(code, "export interface RpcMethods ") == [
+        "sum: { request: number[]; response: number | null };"
+    ]
+    assert '"feed:{a}-{b}": { name: `feed:${string}-${string}`; data: a_b };' in code
+    assert '["feed:{a}-{b}", new RegExp("^feed:[^:#]+-[^:#]+$")],' in code
+    assert '// TypeScript types of the livehub hub "handmade */ title"' in code  # a // comment: harmless

@@ -22,6 +22,7 @@ from examples.fastapi_app import hub as example_hub
 from livehub.asyncapi import asyncapi_document
 from livehub.codegen import typescript
 from tests.codegen import rich_hub
+from tests.codegen.test_codegen import HANDMADE
 from tests.servers import ROOT, provision
 
 HERE = Path(__file__).resolve().parent
@@ -115,11 +116,12 @@ def test_misuse_fails_on_every_marked_line_and_only_there(project: Path) -> None
         assert text in done.stdout
 
 
-def test_the_generated_module_compiles_alone_for_an_empty_hub(project: Path) -> None:
+def test_modules_of_an_empty_hub_and_of_handmade_json_schema_compile(project: Path) -> None:
     from livehub import Hub, Settings
 
     (project / "empty.ts").write_text(typescript(asyncapi_document(Hub(Settings()))))
-    done = tsc(project, ["empty.ts"])
+    (project / "handmade.ts").write_text(typescript(HANDMADE))
+    done = tsc(project, ["empty.ts", "handmade.ts"])
     assert done.returncode == 0, done.stdout + done.stderr
 
 
