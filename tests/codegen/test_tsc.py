@@ -5,7 +5,9 @@ installed under .cache/codegen by tests/codegen/install.sh).
 * usage_*.ts must compile, under the strictest options a frontend may use;
 * misuse_*.ts must not: tsc must report each line marked ``// error TSxxxx`` with that code,
   and no other line;
-* the helpers' code, run by node, puts channel names in the same patterns as the server.
+* the helpers' code, run by node, puts channel names in the same patterns as the server;
+* and with the real SDK against examples/fastapi_app.py served by uvicorn, typedRpc,
+  typedPublish and publication carry real RPC results and publications.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +28,7 @@ from livehub.asyncapi import asyncapi_document
 from livehub.codegen import typescript
 from tests.codegen import rich_hub
 from tests.codegen.test_codegen import HANDMADE
-from tests.servers import ROOT, provision
+from tests.servers import ROOT, free_port, provision, wait_port
 
 HERE = Path(__file__).resolve().parent
 MODULES = ROOT / ".cache" / "codegen" / "node_modules"
@@ -55,8 +60,8 @@ MARK = re.compile(r"// error (TS\d+)")
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with the generated chat.ts and rich.ts and the usage/misuse files."""
-    if shutil.which("node") is None or not TSC.exists():
-        provision("tests/codegen/install.sh", "the codegen tests compile with the TypeScript compiler")
+    # idempotent: npm ci runs again only when package-lock.json changed
+    provision("tests/codegen/install.sh", "the codegen tests compile with the TypeScript compiler")
     root = tmp_path_factory.mktemp("codegen")
     (root / "chat.ts").write_text(typescript(asyncapi_document(example_hub)))
     (root / "rich.ts").write_text(typescript(asyncapi_document(rich_hub.hub)))
@@ -156,3 +161,75 @@ def test_helpers_find_the_pattern_the_server_finds(project: Path) -> None:
     assert server[:4] == ["news", "{topic}", "everything:{id}", None]  # the cases are covered
     assert result["data"] == {"code": 1}
     assert result["other"] is None
+
+
+@pytest.fixture(scope="module")
+def example_url() -> Iterator[str]:
+    """examples/fastapi_app.py served by uvicorn on a free loopback port."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--log-level", "warning"], cwd=ROOT)
+    try:
+        wait_port(port, proc)
+        yield f"ws://127.0.0.1:{port}/connection/websocket"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+E2E = """
+import { Centrifuge } from "centrifuge";
+import WebSocket from "ws";
+import { publication, typedPublish, typedRpc } from "./chat.js";
+
+// The example authenticates by the X-User header: a ws WebSocket that sends it.
+class AsAlice extends WebSocket {
+  constructor(url, protocols) {
+    super(url, protocols, { headers: { "X-User": "alice" } });
+  }
+}
+const client = new Centrifuge(process.argv[2], { websocket: AsAlice });
+const timer = setTimeout(() => { console.error("timed out"); process.exit(3); }, 15000);
+client.connect();
+const sub = client.newSubscription("chat:lobby");
+const received = new Promise((resolve) => {
+  sub.on("publication", (ctx) => resolve({
+    asChat: publication(ctx, "chat:{room}") ?? null,
+    asOther: publication({ ...ctx, channel: "news" }, "chat:{room}") ?? null,
+  }));
+});
+sub.subscribe();
+await sub.ready(5000);
+const roll = await typedRpc(client, "roll", { sides: 3 });
+await typedPublish(client, "chat:lobby", { text: "typed hello" });
+const got = await received;
+console.log(JSON.stringify({ roll, ...got }));
+clearTimeout(timer);
+client.disconnect();
+"""
+
+
+def test_helpers_with_the_real_sdk_against_the_example(project: Path, example_url: str) -> None:
+    """chat.ts compiled to JavaScript, used by the official SDK over a real socket."""
+    # node resolves "centrifuge" and "ws" from the script's directory upwards: work under .cache
+    with tempfile.TemporaryDirectory(dir=MODULES.parent, prefix="e2e-") as work:
+        out = Path(work)
+        done = tsc(project, ["chat.ts"], noEmit=False, outDir=str(out))
+        assert done.returncode == 0, done.stdout + done.stderr
+        (out / "package.json").write_text('{"type": "module"}')
+        (out / "e2e.mjs").write_text(E2E)
+        run = subprocess.run(
+            ["node", "e2e.mjs", example_url],
+            cwd=out,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(run.stdout)
+    assert result["roll"]["sides"] == 3
+    assert 1 <= result["roll"]["value"] <= 3
+    assert result["asChat"]["text"] == "typed hello"
+    assert result["asChat"]["sent_at"] > 0  # stamped by the example's on_publish
+    assert result["asOther"] is None
