@@ -25,7 +25,6 @@ from typing import Any
 __all__ = ["CodegenError", "typescript"]
 
 SCHEMA_PREFIX = "#/components/schemas/"
-MESSAGE_PREFIX = "#/components/messages/"
 
 #: How livehub's ChannelPattern reads a pattern: ``{name}`` parameters, matching ``[^:#]+``.
 PARAM = re.compile(r"({\w+})")
