@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The official centrifuge SDK, bundled for the demo pages (built, never committed)
 BUNDLE := livehub/demos/static/vendor/centrifuge.js
 
-.PHONY: run test lint typecheck unit peers browser frontend install clean
+.PHONY: run test lint check unit peers browser frontend install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +26,18 @@ test: $(STAMP) peers $(BUNDLE) browser
 	$(BIN)/ruff format --check livehub tests
 	$(BIN)/mypy livehub
 	$(BIN)/python -m pytest
+
+## The tests that need nothing but Python: no service, browser, SDK download or process (tests/conftest.py
+## marks the others); --isolated fails any of them that starts a process or reaches Redis/NATS/PostgreSQL
+UNIT := not (redis or nats or postgres or browser or peers or cluster or subprocess or slow)
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "$(UNIT)" --isolated $(PYTEST_ARGS)
+
+## Lint, format check and type check, without running a test
+check: $(STAMP)
+	$(BIN)/ruff check livehub tests
+	$(BIN)/ruff format --check livehub tests
+	$(BIN)/mypy livehub
 
 lint:
 	$(BIN)/ruff format livehub tests
