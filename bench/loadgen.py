@@ -265,13 +265,10 @@ class Centrifugo:
             return connect + b'\n{"id":2,"subscribe":{"channel":"' + self.channel + b'"}}'
         return connect
 
-    def answer_pings(self, conn: Conn, data: bytes) -> None:
+    def pong(self, conn: Conn) -> None:
         """A ``{}`` line is the server's ping: answer ``{}`` (else the server drops us)."""
-        if data == b"{}" or data.startswith(b"{}\n") or data.endswith(b"\n{}") or b"\n{}\n" in data:
-            n = sum(1 for line in data.split(b"\n") if line == b"{}")
-            for _ in range(n):
-                conn.send(b"{}")
-            self.pongs += n
+        conn.send(b"{}")
+        self.pongs += 1
 
     def control(self, conn: Conn, data: bytes) -> None:
         for line in data.split(b"\n"):
@@ -543,16 +540,22 @@ class FanOut:
         count, lat_append, when_append = self.count, self.lat.append, self.when.append
         track = self.a.timeseries
         mark, mlen, sw, end = MARK, len(MARK), SEQ_W, SEQ_W + TS_W
-        pings = self.gen.proto.answer_pings if isinstance(self.gen.proto, Centrifugo) else None
+        proto = self.gen.proto
+        pong = proto.pong if isinstance(proto, Centrifugo) else None
         control = conn.control
 
+        # A frame may carry several publications, one per line (JSON escapes newlines in strings),
+        # and ping lines ("{}") between them. Only single-byte scans (memchr) run over the payload:
+        # searching a multi-byte needle through 64 kB costs ~60 µs, per delivery.
         def received(data: bytes) -> None:
             now = perf_counter_ns()
             i = data.find(mark)
             if i < 0:
                 control(data)
                 return
-            while i >= 0:  # a frame may carry several publications (one per line)
+            if pong is not None and data[:3] == b"{}\n":
+                pong(conn)
+            while True:
                 j = i + mlen
                 seq = int(data[j : j + sw])
                 lat_append(now - int(data[j + sw : j + end]))
@@ -563,9 +566,18 @@ class FanOut:
                 conn.rx += 1
                 if k == self.complete_at:
                     self.on_complete()
-                i = data.find(mark, j + end)
-            if pings is not None:
-                pings(conn, data)
+                nl = data.find(b"\n", j + end)
+                if nl < 0:
+                    return
+                if (
+                    pong is not None
+                    and data[nl + 1 : nl + 3] == b"{}"
+                    and data[nl + 3 : nl + 4] in (b"", b"\n")
+                ):
+                    pong(conn)
+                i = data.find(mark, nl)
+                if i < 0:
+                    return
 
         return received
 

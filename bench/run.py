@@ -878,6 +878,7 @@ def figures(rows: list[dict]) -> tuple[list[list[str]], list[str]]:
             f"held connections: target {cell(target_n)}; errors + drops + protocol errors {cell(errs)}; "
             f"pongs the clients sent {cell(pongs)} (the server's pings, answered)."
         )
+        # ("lgx": where results stored before bench/loadgen.py existed keep the limit)
         nofile = vals(hold, lambda r: r.get("nofile") or r["lgx"]["nofile"])
         if target_n and max(target_n) < HOLD_GOAL and nofile and max(target_n) >= min(nofile) - 200:
             notes.append(

@@ -4,10 +4,14 @@ make sense, and the server's CPU. Without this, ``make bench`` could rot between
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
@@ -112,3 +116,36 @@ def test_raw_protocol_against_the_fastapi_naive_anchor() -> None:
     assert step["published"] == 20 and step["lost_final"] == 0 and step["received_final"] == 200
     assert 0 < step["lat_p50_ms"] <= step["lat_p99_ms"] < 2000
     assert "max" not in r
+
+
+def test_batched_frames_count_every_publication_and_answer_every_ping() -> None:
+    """livehub puts several pushes in one frame, pings among them: each push is one delivery,
+    each ``{}`` line gets its ``{}`` (a missed pong gets the connection dropped mid-benchmark)."""
+    spec = importlib.util.spec_from_file_location("bench_loadgen", LOADGEN)
+    assert spec is not None and spec.loader is not None
+    lg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lg)
+    a = lg.parser().parse_args(["fanout", "--client", "sansio", "--size", "300"])
+    loop = asyncio.new_event_loop()
+    try:
+        gen = SimpleNamespace(loop=loop, proto=lg.Centrifugo(a), disconnects=0)
+        fan = lg.FanOut(gen, a)
+        conn = lg.Conn(gen, "sub")
+        sent: list[bytes] = []
+        conn.wire_send = sent.append
+        fan.count = [0, 0, 0, 0]
+        received = fan.subscriber(conn)
+
+        def push(seq: int) -> bytes:
+            data = fan.template % (seq, time.perf_counter_ns() - 1_000_000)
+            return b'{"push":{"channel":"bench","pub":{"data":' + data + b',"offset":7}}}'
+
+        received(push(0) + b"\n{}\n" + push(1) + b"\n" + push(2) + b"\n{}")
+        assert fan.count == [1, 1, 1, 0] and sent == [b"{}", b"{}"]
+        received(b"{}\n" + push(3))
+        received(b"{}")
+        assert fan.count == [1, 1, 1, 1] and sent == [b"{}"] * 4 and gen.proto.pongs == 4
+        assert len(fan.lat) == 4 and all(900_000 < x < 1_000_000_000 for x in fan.lat)
+        assert conn.rx == 4
+    finally:
+        loop.close()
