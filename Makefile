@@ -57,10 +57,11 @@ $(BUNDLE): frontend/package.json frontend/package-lock.json frontend/src/centrif
 browser:
 	bash scripts/provision_browser.sh
 
-## Benchmark livehub next to the anchors of ../shared/bench: table in docs/bench (~30 min; QUICK=1: ~5 min)
+## Benchmark livehub next to its anchors (bench/: load generator, FastAPI and Node ws servers); table in docs/bench (~35 min; QUICK=1: ~6 min)
 .PHONY: bench
 bench: $(STAMP)
-	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -c 'import picows, uvloop, matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
+	bash scripts/npm_ci.sh bench/servers || echo "bench: no Node.js/npm: the node_ws anchor will be skipped"
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean:

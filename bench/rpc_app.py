@@ -3,7 +3,7 @@
 ``livehub serve`` registers no RPC handler, so the RPC round-trip figure of ``make bench``
 runs this instead: the same app (``create_app``), uvicorn settings (``draining_server``) and listening
 sockets as ``livehub serve``, with a hub that answers ``{"rpc": {"method": "echo", "data": X}}``
-with ``{"rpc": {"data": X}}``. One process, in the foreground (the harness samples its PID)::
+with ``{"rpc": {"data": X}}``. One process, in the foreground (the benchmark reads its CPU and memory)::
 
     .venv/bin/python bench/rpc_app.py --config bench/fanout.toml --port 18765
 """

@@ -1,40 +1,39 @@
 #!/usr/bin/env python3
 """bench/run.py — ``make bench``: every figure of the performance table, livehub next to the anchors.
 
-    .venv/bin/python bench/run.py                 # full: 3 repetitions, ~30 min
-    .venv/bin/python bench/run.py --quick         # smoke: 1 repetition, fewer N, ~5 min
+    .venv/bin/python bench/run.py                 # full: 3 repetitions, ~35 min
+    .venv/bin/python bench/run.py --quick         # smoke: 1 repetition, fewer N, ~6 min
     .venv/bin/python bench/run.py --report RUN_ID # table + PNG again from stored results
+
+Everything it runs is in this repository: the load generator (``bench/loadgen.py``), the anchor
+servers (``bench/servers/``: ``fastapi_naive`` on uvicorn, ``node_ws`` on Node's ``ws``, installed
+by ``make bench`` with ``npm ci`` from ``bench/servers/package-lock.json``), the livehub servers
+(``livehub serve``, ``bench/rpc_app.py``, ``bench/embedded_app.py``).
 
 What it does:
 
-1. Copies the shared side-by-side harness (``../shared/bench``, read-only) to
-   ``.cache/anchors-bench`` and installs its venv and ``npm ci`` there (once; again only when its
-   requirements or lock file change).
-2. Runs each scenario ``--reps`` times, the anchors (``fastapi_naive``, ``node_ws``) interleaved
-   with livehub in the same run, server pinned to CPU 0 and load generator to CPU 1 (the
-   harness's ``run.sh``). livehub is ``.venv/bin/livehub serve --config bench/fanout.toml`` through
-   run.sh's ``custom`` server with ``BENCH_PROTO=centrifugo``. Two figures the harness's generator
-   cannot produce go through ``bench/lgx.py`` (the same generator, extended): RPC round trips over
-   the Centrifugo protocol (server: ``bench/rpc_app.py``) and holding the most connections one
-   process can (with pings; source addresses spread so that ports do not run out).
+1. Freezes the livehub package for the run (``git archive HEAD livehub``, or the work tree).
+2. Runs each scenario ``--reps`` times; in each repetition every server of the scenario runs once,
+   the order rotated from one repetition to the next. One measurement: start the server pinned
+   to CPU 0 (``taskset``), wait for its port, wait (bounded) for the machine to be quiet, run the
+   load generator pinned to CPU 1, stop the server by PID.
 3. Stores every result line, tagged with this run's id, in ``.cache/bench/results.jsonl`` (full
    runs also copy them to ``docs/bench/results.jsonl``).
-4. Prints the table: median (min–max) per figure for livehub and each anchor, the ratio, the
-   target and whether it is met; full runs write it to ``docs/bench/RESULTS.md``.
+4. Prints the table: median (min–max) per figure for livehub and each anchor, the ratio to the
+   anchors measured in the same run, the target and whether it is met; full runs write it to
+   ``docs/bench/RESULTS.md``.
 5. Draws ``docs/bench/fanout_memory.png``: deliveries/s and KB per connection as N grows
    (needs matplotlib: ``pip install -e '.[bench]'``; skipped with a note otherwise).
 
-Environment: BENCH_PORT (18765), BENCH_SHARED (../shared/bench), BENCH_HARNESS
-(.cache/anchors-bench), BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1).
-Only the standard library is needed (matplotlib for the PNG).
+Environment: BENCH_PORT (18765), BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1),
+BENCH_LIVEHUB_RUN_CMD (how to start the embedded app with ``livehub run``; ``{port}``,
+``{log_level}``, ``{livehub}`` (.venv/bin/livehub), ``{py}`` are filled in; default below).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import filecmp
-import hashlib
 import json
 import os
 import platform
@@ -47,23 +46,31 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
+SERVERS = BENCH / "servers"
 DOCS = ROOT / "docs" / "bench"
 CACHE = ROOT / ".cache" / "bench"
-SHARED = Path(os.environ.get("BENCH_SHARED", ROOT.parent / "shared" / "bench"))
-HARNESS = Path(os.environ.get("BENCH_HARNESS", ROOT / ".cache" / "anchors-bench"))
+LOGS = CACHE / "logs"
 VENV_BIN = ROOT / ".venv" / "bin"
 SCPU = os.environ.get("BENCH_SERVER_CPU", "0")
 CCPU = os.environ.get("BENCH_CLIENT_CPU", "1")
+LIVEHUB_RUN_CMD = os.environ.get(
+    "BENCH_LIVEHUB_RUN_CMD",
+    "{livehub} run bench.embedded_app:app --host 127.0.0.1 --port {port} --log-level {log_level}",
+)
 
 ANCHORS = ["fastapi_naive", "node_ws"]
-# Target deliveries/s of the open-loop steps (msg/s = target / N). Finer and higher than the
-# baseline's grid (which stopped at 200k): livehub passes 200k at N = 1000 on this machine.
+# The two ways an app that embeds the Hub can be served (bench/embedded_app.py).
+EMBEDDED = ["livehub_run", "embedded_uvicorn"]
+# Target deliveries/s of the open-loop steps (msg/s = target / N).
 RATES = "5000,10000,20000,50000,75000,100000,150000,200000,250000,300000,400000,500000"
+# Latency at equal rates (livehub vs node_ws, N = 1000): every step runs, longer than the grid's.
+LATENCY_RATES = "10000,50000,100000,150000"
 HOLD_GOAL = 50_000
 SLOW_ARGS = ["--rates", "5000", "--size", "64000", "--timeseries", "--max-s", "0", "--drain-s", "3"]
 
@@ -72,61 +79,95 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# ----------------------------------------------------------------------------- the harness copy
+# ----------------------------------------------------------------------------- the servers
 
 
-def _hash(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.read_bytes() if p.exists() else b"-")
-    return h.hexdigest()[:16]
+@dataclass(frozen=True)
+class Server:
+    """How to start one server of the benchmark, listening on 127.0.0.1:{port}, in the foreground
+    (the PID it was started with is the one whose CPU and memory are read)."""
+
+    name: str
+    argv: str  # shlex words; {port}, {log_level}, {py}, {livehub}, {root} are filled in
+    proto: str  # the load generator's --proto: centrifugo or raw
+    livehub: bool = True  # imports the frozen livehub (PYTHONPATH)
+
+    def command(self, port: int, log_level: str = "warning") -> list[str]:
+        words = shlex.split(self.argv)
+        fill = {
+            "port": str(port),
+            "log_level": log_level,
+            "py": str(VENV_BIN / "python"),
+            "livehub": str(VENV_BIN / "livehub"),
+            "root": str(ROOT),
+        }
+        return [w.format(**fill) for w in words]
 
 
-def ensure_harness() -> None:
-    """Copy ../shared/bench to .cache/anchors-bench (files only) and install it once."""
-    skip = {".venv", "node_modules", "results", "__pycache__"}
-    if SHARED.is_dir():
-        for src in SHARED.rglob("*"):
-            rel = src.relative_to(SHARED)
-            if rel.parts[0] in skip or src.is_dir():
-                continue
-            dst = HARNESS / rel
-            if dst.exists() and filecmp.cmp(src, dst, shallow=False):
-                continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if dst.exists():
-                dst.chmod(0o644)
-            shutil.copy2(src, dst)
-            dst.chmod(0o755 if os.access(src, os.X_OK) else 0o644)  # the shared copy is read-only
-            log(f"harness: copied {rel}")
-    elif not (HARNESS / "loadgen.py").exists():
-        raise SystemExit(
-            f"bench: neither {SHARED} (the shared harness) nor a copy in {HARNESS} exists; "
-            "set BENCH_SHARED to a checkout of the harness"
-        )
-    else:
-        log(f"bench: {SHARED} absent; using the copy in {HARNESS}")
-    (HARNESS / "results" / "logs").mkdir(parents=True, exist_ok=True)
-    stamp = HARNESS / ".bench-installed"
-    want = _hash(HARNESS / "requirements.txt", HARNESS / "package-lock.json")
-    if stamp.exists() and stamp.read_text().strip() == want and (HARNESS / ".venv/bin/python").exists():
-        return
-    base = getattr(sys, "_base_executable", None) or sys.executable
-    log(f"harness: installing its venv ({base}) and node_modules in {HARNESS} (once)")
-    if not (HARNESS / ".venv/bin/python").exists():
-        subprocess.run([base, "-m", "venv", str(HARNESS / ".venv")], check=True)
-    pip = [str(HARNESS / ".venv/bin/python"), "-m", "pip", "install", "-q"]
-    subprocess.run(pip + ["--upgrade", "pip"], check=True)
-    subprocess.run(pip + ["-r", str(HARNESS / "requirements.txt")], check=True)
-    if shutil.which("npm"):
-        subprocess.run(["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=HARNESS, check=True)
-    else:
-        log("harness: npm not found: the node_ws anchor will be skipped")
-    stamp.write_text(want + "\n")
+UVICORN = "{py} -m uvicorn --host 127.0.0.1 --port {port} --log-level {log_level}"
+SERVER_SPECS = {
+    s.name: s
+    for s in [
+        Server(
+            "livehub",
+            "{livehub} serve --config {root}/bench/fanout.toml --port {port} --log-level {log_level}",
+            "centrifugo",
+        ),
+        Server(
+            "livehub_rpc",
+            "{py} {root}/bench/rpc_app.py --config {root}/bench/fanout.toml --port {port} "
+            "--log-level {log_level}",
+            "centrifugo",
+        ),
+        Server("livehub_run", LIVEHUB_RUN_CMD, "centrifugo"),
+        Server("embedded_uvicorn", f"{UVICORN} bench.embedded_app:app", "centrifugo"),
+        Server("fastapi_naive", f"{UVICORN} bench.servers.fastapi_naive:app", "raw", livehub=False),
+        Server("node_ws", "node {root}/bench/servers/node_ws.js {port}", "raw", livehub=False),
+    ]
+}
 
 
 def have_node() -> bool:
-    return shutil.which("node") is not None and (HARNESS / "node_modules" / "ws").is_dir()
+    return shutil.which("node") is not None and (SERVERS / "node_modules" / "ws").is_dir()
+
+
+def have_livehub_run(env: dict[str, str]) -> bool:
+    """Whether the measured livehub has a ``livehub run`` command (another branch adds it)."""
+    argv = SERVER_SPECS["livehub_run"].command(0)
+    if not argv or not Path(argv[0]).exists() and not shutil.which(argv[0]):
+        return False
+    probe = [argv[0], "run", "--help"] if Path(argv[0]).name == "livehub" else argv[:1] + ["--help"]
+    done = subprocess.run(probe, env=env, cwd=ROOT, capture_output=True, timeout=60)
+    return done.returncode == 0
+
+
+def versions() -> dict:
+    """The versions the numbers depend on, stored with every result line."""
+    out = {"python": platform.python_version(), "kernel": platform.release()}
+    code = (
+        "import json, importlib.metadata as m\n"
+        "v = {}\n"
+        "for p in ('uvicorn', 'fastapi', 'starlette', 'websockets', 'uvloop', 'httptools', 'orjson',"
+        " 'picows'):\n"
+        "    try: v[p] = m.version(p)\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "print(json.dumps(v))"
+    )
+    with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+        out.update(
+            json.loads(
+                subprocess.run(
+                    [str(VENV_BIN / "python"), "-c", code], capture_output=True, text=True, timeout=60
+                ).stdout
+            )
+        )
+    if shutil.which("node"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        lock = json.loads((SERVERS / "package-lock.json").read_text())
+        out["ws"] = lock["packages"]["node_modules/ws"]["version"]
+    return out
 
 
 # ----------------------------------------------------------------------------- the code measured
@@ -202,28 +243,19 @@ class Runner:
         self.port = args.port
         self.results = Path(args.results)
         self.results.parent.mkdir(parents=True, exist_ok=True)
-        self.scratch = CACHE / "runsh-scratch.jsonl"
+        LOGS.mkdir(parents=True, exist_ok=True)
         self.t0 = time.monotonic()
         self.failures: list[str] = []
         self.deadline = self.t0 + args.max_minutes * 60
         self.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
         self.src, self.src_info = snapshot(args.source, run_id)
-        self.env = dict(os.environ, PYTHONPATH=str(self.src))
+        # The frozen livehub first; the project root for `bench.embedded_app` and `bench.servers`.
+        self.env = dict(os.environ, PYTHONPATH=f"{self.src}{os.pathsep}{ROOT}")
+        self.plain_env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.versions = versions()
 
     def elapsed(self) -> str:
         return f"[{time.monotonic() - self.t0:5.0f}s]"
-
-    def livehub_cmd(self, log_level: str = "warning") -> list[str]:
-        return [
-            str(VENV_BIN / "livehub"),
-            "serve",
-            "--config",
-            str(BENCH / "fanout.toml"),
-            "--port",
-            str(self.port),
-            "--log-level",
-            log_level,
-        ]
 
     def store(self, line: str, group: str, server: str, rep: int, extra: dict | None = None) -> dict:
         r = json.loads(line)
@@ -269,300 +301,230 @@ class Runner:
                 return
             time.sleep(0.2)
 
-    def runsh(
-        self, group: str, server: str, rep: int, scenario: str, largs: list[str], log_level: str = "warning"
-    ) -> dict | None:
-        """One measurement through the harness's run.sh (anchors, and livehub as ``custom``)."""
-        what = f"{group} {server} rep{rep}"
-        if not self._budget_ok(what):
-            return None
-        env = dict(
-            self.env if server == "livehub" else os.environ,
-            BENCH_PORT=str(self.port),
-            BENCH_RUN_ID=self.run_id,
-            BENCH_RESULTS=str(self.scratch),
-            BENCH_SERVER_CPU=SCPU,
-            BENCH_CLIENT_CPU=CCPU,
-        )
-        args = list(largs) + ["--label", f"{group}-rep{rep}"]
-        if server == "livehub":
-            env.update(BENCH_SERVER_CMD=shlex.join(self.livehub_cmd(log_level)), BENCH_PROTO="centrifugo")
-            name = "custom"
-            args += ["--cf-path", "/connection/websocket", "--server", "livehub"]
-        else:
-            name = server
-        logs = HARNESS / "results" / "logs"
-        before = set(logs.iterdir())
-        self._wait_port_free()
-        q = self.quiet()
-        log(f"{self.elapsed()} {what}: run.sh {scenario} {name} {' '.join(largs)}")
-        try:
-            p = subprocess.run(
-                ["./run.sh", scenario, name, *args],
-                cwd=HARNESS,
-                env=env,
-                text=True,
-                capture_output=True,
-                timeout=self.a.run_timeout,
-                start_new_session=True,
-            )
-        except subprocess.TimeoutExpired as exc:
-            self.failures.append(f"{what}: run.sh timed out after {self.a.run_timeout} s")
-            log(f"    timed out; {exc}")
-            return None
-        new_logs = sorted(set(logs.iterdir()) - before)
-        if p.returncode != 0 or not p.stdout.strip():
-            tail = (p.stderr or "").strip().splitlines()[-3:]
-            self.failures.append(f"{what}: run.sh exit {p.returncode}: {' / '.join(tail)}")
-            log(f"    FAILED (exit {p.returncode}): {' / '.join(tail)}")
-            return None
-        extra: dict = {"server_log": str(new_logs[-1].relative_to(ROOT)) if new_logs else None, **q}
-        if new_logs:
-            text = new_logs[-1].read_text(errors="replace")
-            extra["slow_closes_logged"] = text.count("closing slow connection")
-        return self.store(p.stdout.strip().splitlines()[-1], group, server, rep, extra)
-
-    def lgx(
+    def measure(
         self,
         group: str,
         server: str,
         rep: int,
-        server_cmd: list[str],
         largs: list[str],
-        timeout: int,
+        *,
+        log_level: str = "warning",
+        timeout: int | None = None,
         src_ips: int = 1,
-        cwd: Path | None = None,
+        stored_as: str | None = None,
     ) -> dict | None:
-        """One measurement with bench/lgx.py, started and pinned here the way run.sh does it."""
+        """One measurement: ``server`` pinned to CPU SCPU, bench/loadgen.py pinned to CPU CCPU."""
         what = f"{group} {server} rep{rep}"
         if not self._budget_ok(what):
             return None
+        timeout = timeout or self.a.run_timeout
+        spec = SERVER_SPECS[server]
+        cmd = spec.command(self.port, log_level)
         self._wait_port_free()
         if port_open(self.port):
             self.failures.append(f"{what}: port {self.port} busy")
             return None
-        logs = HARNESS / "results" / "logs"
-        q = self.quiet()
-        slog = logs / f"{datetime.now():%Y%m%d-%H%M%S}-{server}-{group}.log"
-        log(f"{self.elapsed()} {what}: lgx {' '.join(largs)}")
+        slog = LOGS / f"{datetime.now():%Y%m%d-%H%M%S}-{server}-{group}.log"
         with slog.open("w") as out:
             srv = subprocess.Popen(
-                ["taskset", "-c", SCPU, *server_cmd],
+                ["taskset", "-c", SCPU, *cmd],  # taskset execs the server: one PID
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                cwd=cwd or ROOT,
-                env=self.env if server == "livehub" else None,
+                cwd=ROOT,
+                env=self.env if spec.livehub else self.plain_env,
             )
         try:
-            for _ in range(150):
+            for _ in range(300):
                 if port_open(self.port):
                     break
                 if srv.poll() is not None:
-                    self.failures.append(f"{what}: server died at start (see {slog})")
+                    tail = " / ".join(slog.read_text(errors="replace").strip().splitlines()[-2:])
+                    self.failures.append(f"{what}: the server exited at start ({tail})")
+                    log(f"    FAILED: the server exited at start: {tail}")
                     return None
                 time.sleep(0.1)
             else:
-                self.failures.append(f"{what}: server did not open port {self.port} in 15 s")
+                self.failures.append(f"{what}: the server did not open port {self.port} in 30 s")
                 return None
-            time.sleep(0.3)
+            time.sleep(0.3)  # let the listener settle, and the probe connection be forgotten
+            q = self.quiet()
+            log(f"{self.elapsed()} {what}: loadgen {' '.join(largs)}")
             meta = {
                 "run_id": self.run_id,
-                "server": server,
-                "server_cmd": shlex.join(server_cmd),
+                "server_cmd": shlex.join(cmd).replace(f"{ROOT}/", ""),
                 "server_cpu": SCPU,
                 "client_cpu": CCPU,
                 "port": self.port,
                 "args": " ".join(largs),
-                "versions": harness_versions(),
+                "versions": self.versions,
             }
-            cmd = [
-                "taskset",
-                "-c",
-                CCPU,
-                "timeout",
-                "-k",
-                "5",
-                str(timeout),
-                str(HARNESS / ".venv/bin/python"),
-                str(BENCH / "lgx.py"),
-                "--harness",
-                str(HARNESS),
-                "--src-ips",
-                str(src_ips),
-                *largs,
-                "--port",
-                str(self.port),
-                "--server-pid",
-                str(srv.pid),
-                "--server",
-                server,
-                "--label",
-                f"{group}-rep{rep}",
-                "--max-wall",
-                str(timeout - 5),
-                "--meta",
-                json.dumps(meta),
-            ]
+            gen = [
+                "taskset", "-c", CCPU, "timeout", "-k", "5", str(timeout),
+                str(VENV_BIN / "python"), str(BENCH / "loadgen.py"), *largs,
+                "--proto", spec.proto, "--port", str(self.port), "--server-pid", str(srv.pid),
+                "--server", stored_as or server, "--label", f"{group}-rep{rep}", "--src-ips", str(src_ips),
+                "--max-wall", str(timeout - 5), "--meta", json.dumps(meta),
+            ]  # fmt: skip
             try:
-                p = subprocess.run(cmd, text=True, capture_output=True, timeout=timeout + 30)
+                p = subprocess.run(gen, text=True, capture_output=True, timeout=timeout + 30)
             except subprocess.TimeoutExpired:
-                self.failures.append(f"{what}: load generator timed out after {timeout} s")
+                self.failures.append(f"{what}: the load generator timed out after {timeout} s")
                 return None
             if p.returncode != 0 or not p.stdout.strip():
-                tail = (p.stderr or "").strip().splitlines()[-3:]
-                self.failures.append(f"{what}: lgx exit {p.returncode}: {' / '.join(tail)}")
-                log(f"    FAILED (exit {p.returncode}): {' / '.join(tail)}")
+                tail = " / ".join((p.stderr or "").strip().splitlines()[-3:])
+                self.failures.append(f"{what}: loadgen exit {p.returncode}: {tail}")
+                log(f"    FAILED (exit {p.returncode}): {tail}")
                 return None
-            return self.store(
-                p.stdout.strip().splitlines()[-1],
-                group,
-                server,
-                rep,
-                {"server_log": str(slog.relative_to(ROOT)), **q},
-            )
         finally:
             if srv.poll() is None:
                 srv.terminate()
                 try:
-                    srv.wait(5)
+                    srv.wait(10)
                 except subprocess.TimeoutExpired:
                     srv.kill()
                     srv.wait()
+        text = slog.read_text(errors="replace")
+        extra = {
+            "server_log": str(slog.relative_to(ROOT)),
+            "slow_closes_logged": text.count("closing slow connection"),
+            **q,
+        }
+        r = self.store(p.stdout.strip().splitlines()[-1], group, stored_as or server, rep, extra)
+        log(f"    {summary(r)}")
+        if r.get("error"):
+            self.failures.append(f"{what}: {r['error']} ({r.get('err_sample')})")
+        return r
 
 
-_VERSIONS: dict | None = None
-
-
-def harness_versions() -> dict:
-    global _VERSIONS
-    if _VERSIONS is None:
-        try:
-            _VERSIONS = json.loads((HARNESS / "results" / "versions.json").read_text())
-        except (OSError, ValueError):
-            _VERSIONS = {}
-    return _VERSIONS
+def summary(r: dict) -> str:
+    """One line of progress per measurement."""
+    if r.get("error"):
+        return f"error: {r['error']} ({r.get('err_sample')})"
+    if r["scenario"] == "fanout":
+        top = best_sustained(r)
+        steps = " ".join(
+            f"{s['target_deliv_per_s'] / 1000:.0f}k:p99={s.get('lat_p99_ms')}" for s in r.get("steps", [])
+        )
+        cl = r.get("max", {}).get("deliv_per_s")
+        return (
+            f"max sustained {fan_rate(r):,.0f}/s"
+            f" ({top['server_cpu_pct'] if top else '–'} % server CPU), closed loop {fmt(cl)}/s; {steps}"
+        )
+    if r["scenario"] in ("echo", "rpc"):
+        rt, p99, bad = r["rt_per_s"], r.get("lat_p99_ms"), r["bad_replies"]
+        return f"{rt:,.0f} round trips/s, p99 {p99} ms, {bad} bad replies"
+    return (
+        f"{r['conns_ok']:,} connected at {r['connect_per_s']:,.0f}/s, {r['kb_per_conn']} KB each, "
+        f"{r['alive_after_hold']:,} alive after {r['hold_s']} s"
+    )
 
 
 # ----------------------------------------------------------------------------- the plan
 
 
 def plan(a: argparse.Namespace, r: Runner) -> None:
-    servers = ["livehub"] + [s for s in ANCHORS if s in a.anchors]
-    if "node_ws" in servers and not have_node():
-        servers.remove("node_ws")
-        r.failures.append("node_ws: node or node_modules/ws missing; anchor skipped")
+    anchors = [s for s in ANCHORS if s in a.anchors]
+    if "node_ws" in anchors and not have_node():
+        anchors.remove("node_ws")
+        log("node_ws: skipped (no node or bench/servers/node_modules/ws)")
+        r.failures.append(
+            "node_ws: skipped, node or bench/servers/node_modules/ws is missing (`make bench` runs "
+            "`npm ci` there when Node.js is installed)"
+        )
+    embedded = [s for s in EMBEDDED if s in a.embedded]
+    if "livehub_run" in embedded and not have_livehub_run(r.env):
+        embedded.remove("livehub_run")
+        log("livehub_run: skipped, the measured livehub has no `livehub run` command")
+        r.failures.append(
+            "livehub_run (the embedded app under `livehub run bench.embedded_app:app`): skipped, the "
+            "measured livehub has no `livehub run` command yet; BENCH_LIVEHUB_RUN_CMD sets the command"
+        )
     hard = r.nofile[1]
     # One process may hold (descriptors - a margin) connections; the generator needs as many.
-    hold_n = HOLD_GOAL if a.quick is False else 2000
-    hold_n = min(hold_n, hard - 200)
-    hold_hold = 5 if a.quick else 60
+    hold_n = min(2000 if a.quick else HOLD_GOAL, hard - 200)
+    hold_s = 5 if a.quick else 60
     src_ips = max(1, -(-hold_n // 25_000))
     only = set(a.only.split(",")) if a.only else None
 
     def want(group: str) -> bool:
         return only is None or group in only
 
-    fan = ["--rates", RATES, "--step-s", "2", "--max-s", "3"]
-    echo_s = "5" if a.quick else "10"
-    for rep in range(1, a.reps + 1):
+    def rotated(servers: list[str], rep: int) -> list[str]:
         k = (rep - 1) % len(servers)
-        order = servers[k:] + servers[:k]  # rotate: no server always first after a pause
+        return servers[k:] + servers[:k]  # no server always first after a pause
+
+    fan = ["fanout", "--rates", RATES, "--step-s", "2", "--max-s", "3"]
+    echo_s = "5" if a.quick else "10"
+    lat_step = "2" if a.quick else "4"
+    for rep in range(1, a.reps + 1):
         if want("echo"):
-            for s in order:
-                if s == "livehub":
-                    r.lgx(
-                        "echo",
-                        "livehub",
-                        rep,
-                        [
-                            str(VENV_BIN / "python"),
-                            str(BENCH / "rpc_app.py"),
-                            "--config",
-                            str(BENCH / "fanout.toml"),
-                            "--port",
-                            str(r.port),
-                        ],
-                        [
-                            "rpc",
-                            "--proto",
-                            "centrifugo",
-                            "--clients",
-                            "64",
-                            "--duration",
-                            echo_s,
-                            "--size",
-                            "100",
-                        ],
-                        timeout=120,
-                    )
-                elif s == "fastapi_naive":
-                    r.runsh("echo", s, rep, "echo", ["--clients", "64", "--duration", echo_s])
+            for s in rotated(["livehub_rpc", *anchors], rep):
+                args = ["echo", "--clients", "64", "--duration", echo_s, "--size", "100"]
+                # livehub's RPC server is stored as "livehub": the table's column
+                r.measure("echo", s, rep, args, stored_as="livehub" if s == "livehub_rpc" else None)
         for n in [1000] if a.quick else [1000, 5000]:
             g = f"fanout{n // 1000}k"
             if want(g):
-                for s in order:
-                    r.runsh(g, s, rep, "fanout", ["--subs", str(n), *fan])
+                servers = ["livehub", *anchors, *(embedded if n == 1000 else [])]
+                for s in rotated(servers, rep):
+                    r.measure(g, s, rep, [*fan, "--subs", str(n)])
+        if want("latency1k"):
+            for s in rotated(["livehub", *[x for x in anchors if x == "node_ws"]], rep):
+                r.measure(
+                    "latency1k",
+                    s,
+                    rep,
+                    ["fanout", "--subs", "1000", "--rates", LATENCY_RATES, "--step-s", lat_step,
+                     "--no-stop", "--max-s", "0"],
+                )  # fmt: skip
         if want("idle10k"):
-            for s in order:
-                r.runsh("idle10k", s, rep, "idle", ["--conns", "10000"])
+            for s in rotated(["livehub", *anchors], rep):
+                r.measure("idle10k", s, rep, ["idle", "--conns", "10000"])
         if want("hold"):
-            r.lgx(
+            r.measure(
                 "hold",
                 "livehub",
                 rep,
-                r.livehub_cmd(),
-                ["idle", "--proto", "centrifugo", "--conns", str(hold_n), "--hold-s", str(hold_hold)],
-                timeout=int(60 + hold_n / 300 + hold_hold),
+                ["idle", "--conns", str(hold_n), "--hold-s", str(hold_s)],
+                timeout=int(60 + hold_n / 300 + hold_s),
                 src_ips=src_ips,
             )
         if want("slow"):
             step = "25" if a.quick else "30"
             for slow in (False, True):
-                g = "slow" if slow else "slowbase"
-                extra = ["--slow", "1"] if slow else []
-                r.runsh(
-                    g,
+                r.measure(
+                    "slow" if slow else "slowbase",
                     "livehub",
                     rep,
-                    "fanout",
-                    ["--subs", "1000", *SLOW_ARGS, "--step-s", step, *extra],
-                    log_level="info",
+                    [
+                        "fanout",
+                        "--subs",
+                        "1000",
+                        *SLOW_ARGS,
+                        "--step-s",
+                        step,
+                        *(["--slow", "1"] if slow else []),
+                    ],
+                    log_level="info",  # the evidence of the close is the server's log line
                 )
     # N sweep for the figure (one repetition; N = 1000, 5000 and the 10k idle come from above)
     if want("sweep"):
-        anchors = [s for s in ("fastapi_naive",) if s in servers]
-        fan_ns = [100] if a.quick else [100, 10000]
-        idle_ns = [100, 1000] if a.quick else [100, 1000, 5000]
-        for s in ["livehub", *anchors]:
-            for n in fan_ns:
-                r.runsh(f"sweep-fanout{n}", s, 1, "fanout", ["--subs", str(n), *fan])
-            for n in idle_ns:
-                r.runsh(f"sweep-idle{n}", s, 1, "idle", ["--conns", str(n)])
+        sweep_anchors = [s for s in ("fastapi_naive",) if s in anchors]
+        for s in ["livehub", *sweep_anchors]:
+            for n in [100] if a.quick else [100, 10000]:
+                r.measure(f"sweep-fanout{n}", s, 1, [*fan, "--subs", str(n)])
+            for n in [100, 1000] if a.quick else [100, 1000, 5000]:
+                r.measure(f"sweep-idle{n}", s, 1, ["idle", "--conns", str(n)])
         if not a.quick:
-            for s in anchors:  # the anchor at the connection count livehub held
-                r.lgx(
+            for s in sweep_anchors:  # the anchor at the connection count livehub held
+                r.measure(
                     "hold",
                     s,
                     1,
-                    [
-                        str(HARNESS / ".venv/bin/python"),
-                        "-m",
-                        "uvicorn",
-                        "--app-dir",
-                        str(HARNESS),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(r.port),
-                        "--log-level",
-                        "warning",
-                        "servers.fastapi_naive:app",
-                    ],
-                    ["idle", "--proto", "raw", "--conns", str(hold_n), "--hold-s", "5"],
+                    ["idle", "--conns", str(hold_n), "--hold-s", "5"],
                     timeout=int(60 + hold_n / 300 + 5),
                     src_ips=src_ips,
-                    cwd=HARNESS,
                 )
 
 
@@ -639,6 +601,64 @@ def fan_rate(r: dict) -> float:
 def worst_1s_p99(step: dict) -> float | None:
     ts = [x["p99_ms"] for x in step.get("timeseries", []) if x.get("deliveries", 0) >= 100 and "p99_ms" in x]
     return max(ts) if ts else None
+
+
+def sustains(step: dict) -> bool:
+    """A step delivered in full: everything arrived (final drain) at ≥ 90 % of its target rate."""
+    return (
+        bool(step.get("drained"))
+        and step.get("lost_final", step.get("lost")) == 0
+        and step["deliv_per_s"] >= 0.9 * step["target_deliv_per_s"]
+    )
+
+
+def latency_rows(rows: list[dict]) -> list[dict]:
+    """Per target rate of the latency1k group: livehub's and node_ws's medians of p50 / p99."""
+    out = []
+    per: dict[str, dict[float, list[dict]]] = {}
+    for s in ("livehub", "node_ws"):
+        for r in sel(rows, "latency1k", s):
+            for step in r.get("steps", []):
+                per.setdefault(s, {}).setdefault(step["target_deliv_per_s"], []).append(step)
+    for target in sorted(per.get("livehub", {})):
+        lh = per["livehub"][target]
+        nw = per.get("node_ws", {}).get(target, [])
+        x: dict = {"target": target}
+        for key, steps in (("lh", lh), ("nw", nw)):
+            x[f"{key}_ok"] = bool(steps) and all(sustains(st) for st in steps)
+            x[f"{key}_rate"] = vals(steps, lambda st: st["deliv_per_s"])
+            x[f"{key}_p50"] = vals(steps, lambda st: st["lat_p50_ms"])
+            x[f"{key}_p99"] = vals(steps, lambda st: st["lat_p99_ms"])
+        x["both"] = x["lh_ok"] and x["nw_ok"]
+        x["r50"] = ratio(med(x["lh_p50"]), med(x["nw_p50"]))
+        x["r99"] = ratio(med(x["lh_p99"]), med(x["nw_p99"]))
+        out.append(x)
+    return out
+
+
+def latency_table(rows: list[dict]) -> str:
+    lat = latency_rows(rows)
+    if not lat:
+        return ""
+    lines = [
+        "| target deliveries/s | livehub delivered/s | livehub p50 / p99 ms | node_ws delivered/s "
+        "| node_ws p50 / p99 ms | livehub / node_ws p50, p99 | no worse? |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for x in lat:
+        if x["both"]:
+            verdict = "**yes**" if (x["r50"] or 9) <= 1 and (x["r99"] or 9) <= 1 else "**no**"
+        else:
+            missed = [name for name, ok in (("livehub", x["lh_ok"]), ("node_ws", x["nw_ok"])) if not ok]
+            verdict = (
+                "– (neither sustained it)" if len(missed) == 2 else f"– ({missed[0]} did not sustain it)"
+            )
+        lines.append(
+            f"| {x['target']:,.0f} | {cell(x['lh_rate'])} | {cell(x['lh_p50'], 1)} / {cell(x['lh_p99'], 1)} "
+            f"| {cell(x['nw_rate'])} | {cell(x['nw_p50'], 1)} / {cell(x['nw_p99'], 1)} "
+            f"| {fmt(x['r50'], 2)}×, {fmt(x['r99'], 2)}× | {verdict} |"
+        )
+    return "\n".join(lines)
 
 
 def figures(rows: list[dict]) -> tuple[list[list[str]], list[str]]:
@@ -729,20 +749,75 @@ def figures(rows: list[dict]) -> tuple[list[list[str]], list[str]]:
                 f"and the load generator {cell(lgc)} % of its own."
             )
 
+    # The embedded app (a FastAPI app with a Hub router), N = 1000, served two ways.
+    for server, how, target in (
+        ("livehub_run", "`livehub run bench.embedded_app:app`", "as `livehub serve`: ≥ 3× / ≥ 1.5×"),
+        ("embedded_uvicorn", "plain `uvicorn bench.embedded_app:app`", "– (what the ASGI route costs)"),
+    ):
+        em = sel(rows, "fanout1k", server)
+        if not em:
+            continue
+        v = vals(em, fan_rate)
+        an = {s: vals(sel(rows, "fanout1k", s), fan_rate) for s in ANCHORS}
+        rf, rn = ratio(med(v), med(an["fastapi_naive"])), ratio(med(v), med(an["node_ws"]))
+        ok = None
+        if server == "livehub_run" and (rf is not None or rn is not None):
+            ok = (rf or 0) >= 3 and (rn is None or rn >= 1.5)
+        row(
+            f"embedded app, {how}: fan-out N = 1,000, max sustained deliveries/s (in the livehub column)",
+            v,
+            an,
+            0,
+            target,
+            verdict(ok),
+            {"fastapi_naive": rf, "node_ws": rn},
+        )
+        us = vals(em, lambda r: best_sustained(r)["server_us_per_delivery"])
+        cl = vals(em, lambda r: r["max"]["deliv_per_s"])
+        lhv = vals(sel(rows, "fanout1k", "livehub"), fan_rate)
+        notes.append(
+            f"embedded app under {how}: closed-loop max {cell(cl)} deliveries/s, server CPU "
+            f"{cell(us, 2)} µs per delivery at its max sustained step; "
+            f"{fmt(ratio(med(v), med(lhv)), 2)}× `livehub serve`."
+        )
+
+    lat = latency_rows(rows)
+    if lat:
+        both = [x for x in lat if x["both"]]
+        worst50 = max((x["r50"] for x in both), default=None)
+        worst99 = max((x["r99"] for x in both), default=None)
+        ok = None if not both else all(x["r50"] <= 1 and x["r99"] <= 1 for x in both)
+        out.append(
+            [
+                "latency at equal rates, N = 1,000 (every rate both sustain): worst livehub/node_ws "
+                "ratio of p50 / p99 (table below)",
+                f"{len(both)} of {len(lat)} rates sustained by both",
+                "–",
+                "–",
+                "–",
+                f"p50 {fmt(worst50, 2)}× / p99 {fmt(worst99, 2)}×" if both else "–",
+                "p50 and p99 ≤ node_ws's at every rate",
+                verdict(ok),
+            ]
+        )
+
     lh = sel(rows, "echo", "livehub")
     fa = sel(rows, "echo", "fastapi_naive")
     if lh or fa:
         v = vals(lh, lambda r: r["rt_per_s"] if r.get("bad_replies", 1) == 0 else None)
-        f = vals(fa, lambda r: r["rt_per_s"])
+        f = vals(fa, lambda r: r["rt_per_s"] if r.get("bad_replies", 1) == 0 else None)
+        nw = vals(
+            sel(rows, "echo", "node_ws"), lambda r: r["rt_per_s"] if r.get("bad_replies", 1) == 0 else None
+        )
         rf = ratio(med(v), med(f))
         row(
-            "RPC round trips/s, 64 clients, full protocol (livehub `rpc` echo vs fastapi_naive `echo`)",
+            "RPC round trips/s, 64 clients, full protocol (livehub `rpc` echo vs the anchors' `/ws` echo)",
             v,
-            {"fastapi_naive": f},
+            {"fastapi_naive": f, "node_ws": nw},
             0,
             "≥ 1× fastapi_naive echo",
             verdict(None if rf is None else rf >= 1),
-            {"fastapi_naive": rf},
+            {"fastapi_naive": rf, "node_ws": ratio(med(v), med(nw))},
         )
         bad = vals(lh, lambda r: r.get("bad_replies"))
         if bad and max(bad) > 0:
@@ -803,7 +878,8 @@ def figures(rows: list[dict]) -> tuple[list[list[str]], list[str]]:
             f"held connections: target {cell(target_n)}; errors + drops + protocol errors {cell(errs)}; "
             f"pongs the clients sent {cell(pongs)} (the server's pings, answered)."
         )
-        nofile = vals(hold, lambda r: r["lgx"]["nofile"])
+        # ("lgx": where results stored before bench/loadgen.py existed keep the limit)
+        nofile = vals(hold, lambda r: r.get("nofile") or r["lgx"]["nofile"])
         if target_n and max(target_n) < HOLD_GOAL and nofile and max(target_n) >= min(nofile) - 200:
             notes.append(
                 f"50,000 could not be tried: this machine allows {min(nofile):,.0f} open files per process "
@@ -963,7 +1039,8 @@ def draw(data: dict, path: Path, note: str) -> str:
         ax.set_xlabel("N (subscribers / connections)")
         ax.grid(True, which="both", alpha=0.3)
         ax.axvline(HOLD_GOAL, color="grey", ls=":", lw=1)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     ax1.set_ylabel("deliveries/s")
     ax1.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:.0f}k"))
     ax1.set_ylim(bottom=0)
@@ -1003,6 +1080,18 @@ def machine() -> str:
     )
 
 
+def versions_line(rows: list[dict]) -> str:
+    v = next((r["meta"]["versions"] for r in rows if r.get("meta", {}).get("versions")), {})
+    return ", ".join(f"{k} {x}" for k, x in v.items()) or "not recorded"
+
+
+def lat_step_s(rows: list[dict]) -> str:
+    for r in rows:
+        if r["bench"]["group"] == "latency1k" and r.get("steps"):
+            return f"{r['steps'][0]['pub_s']:.0f}"
+    return "?"
+
+
 def report(
     run_id: str, rows: list[dict], command: str, write: Path | None, png: Path | None, failures: list[str]
 ) -> str:
@@ -1011,7 +1100,9 @@ def report(
     reps = max((r["bench"]["rep"] for r in rows), default=0)
     quick = any(r["bench"].get("quick") for r in rows)
     when = datetime.fromtimestamp(min((r["ts"] for r in rows), default=time.time()), UTC)
-    nofile = min((r["lgx"]["nofile"] for r in rows if r.get("lgx")), default=0)
+    nofile = min(
+        (r.get("nofile") or r["lgx"]["nofile"] for r in rows if r.get("nofile") or r.get("lgx")), default=0
+    )
     title = f"livehub bench run {run_id}: server on CPU {SCPU}, load generator on CPU {CCPU}"
     if nofile and nofile < HOLD_GOAL + 200:
         title += f"; N = 50,000 (dotted) is beyond this machine's {nofile:,} open files per process"
@@ -1033,8 +1124,11 @@ def report(
         "loopback; a shared, noisy VM (other work may have run during the measurement)",
         f"- repetitions: {reps} (median, (min–max) where they differ); anchors interleaved with livehub, "
         "server order rotated each repetition",
-        f"- harness: `../shared/bench` copied to `.cache/anchors-bench` (load generator: picows + uvloop "
-        f"client, one process); raw lines: `.cache/bench/results.jsonl`, run_id `{run_id}`",
+        "- load generator: `bench/loadgen.py` (one process, picows + uvloop client); anchors: "
+        "`bench/servers/` (`fastapi_naive` on uvicorn, `node_ws` on Node `ws`); livehub: `livehub serve`, "
+        "`bench/rpc_app.py` (RPC), `bench/embedded_app.py` (embedded)",
+        f"- versions: {versions_line(rows)}",
+        f"- raw lines: `.cache/bench/results.jsonl`, run_id `{run_id}`",
         "",
         "## What must be shown",
         "",
@@ -1045,6 +1139,18 @@ def report(
         md += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
     if failures:
         md += ["Not measured in this run:", ""] + [f"- {f}" for f in failures] + [""]
+    lat = latency_table(rows)
+    if lat:
+        md += [
+            "## Latency at equal rates, N = 1,000: livehub vs node_ws",
+            "",
+            f"Open-loop steps of {lat_step_s(rows)} s each, all of them run (no stop at saturation); "
+            "medians over the repetitions. A rate counts when the server delivered everything at ≥ 90 % "
+            "of it; livehub's p50 and p99 must be no worse than node_ws's at every rate both sustain.",
+            "",
+            lat,
+            "",
+        ]
     md += ["## Deliveries/s and memory as N grows", "", sweep, ""]
     if drawn.startswith("figure") and png:
         md += [f"![fan-out and memory by N]({png.name})", ""]
@@ -1065,9 +1171,16 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=3, help="repetitions of each scenario (default 3)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 repetition, N = 1000 only, short holds")
     p.add_argument(
-        "--only", default="", help="comma list of groups: echo,fanout1k,fanout5k,idle10k,hold,slow,sweep"
+        "--only",
+        default="",
+        help="comma list of groups: echo,fanout1k,fanout5k,latency1k,idle10k,hold,slow,sweep",
     )
     p.add_argument("--anchors", default=",".join(ANCHORS), help="anchors to run next to livehub")
+    p.add_argument(
+        "--embedded",
+        default=",".join(EMBEDDED),
+        help="ways to serve bench/embedded_app.py in the N = 1000 fan-out (none: empty)",
+    )
     p.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "18765")))
     p.add_argument("--results", default=str(CACHE / "results.jsonl"))
     p.add_argument("--run-id", default="")
@@ -1078,7 +1191,7 @@ def main() -> int:
         const="latest",
         help="only print the table (and redraw the PNG) from stored results",
     )
-    p.add_argument("--run-timeout", type=int, default=420, help="bound on one run.sh call, seconds")
+    p.add_argument("--run-timeout", type=int, default=420, help="bound on one load generator run, seconds")
     p.add_argument("--max-minutes", type=float, default=75, help="no new measurement starts after this")
     p.add_argument(
         "--quiet-pct",
@@ -1098,6 +1211,7 @@ def main() -> int:
     if a.quick:
         a.reps = 1 if a.reps == 3 else a.reps
     a.anchors = [x for x in a.anchors.split(",") if x]
+    a.embedded = [x for x in a.embedded.split(",") if x]
     if os.environ.get("MAKELEVEL"):
         env = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in ("BENCH_PORT",) if os.environ.get(k))
         extra = shlex.join(sys.argv[1:])
@@ -1121,17 +1235,13 @@ def main() -> int:
 
     if not (VENV_BIN / "livehub").exists():
         raise SystemExit(f"{VENV_BIN / 'livehub'} missing: run `make install` first")
-    for tool in ("taskset", "timeout", "bash"):
+    for tool in ("taskset", "timeout"):
         if not shutil.which(tool):
             raise SystemExit(f"bench needs {tool} (util-linux / coreutils)")
-    # run.sh raises its soft limit to the hard one; do it here for lgx and the servers it starts.
+    # As many descriptors as allowed, for the servers started here and the load generator.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    ensure_harness()
-    vp = HARNESS / "results" / "versions.json"
-    with vp.open("w") as f:
-        subprocess.run(["./versions.sh"], cwd=HARNESS, stdout=f, check=False)
     run_id = a.run_id or ("quick-" if a.quick else "") + datetime.now().strftime("%Y%m%d-%H%M%S")
     runner = Runner(a, run_id)
     log(f"bench run {run_id}: {a.reps} repetition(s), port {a.port}, results -> {a.results}")
