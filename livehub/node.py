@@ -132,9 +132,10 @@ class Node:
         for session in sessions:
             session.disconnect(disconnect_shutdown())
         if sessions:
-            await asyncio.wait(
-                [asyncio.ensure_future(s.outbox.wait_closed()) for s in sessions], timeout=grace
-            )
+            waiters = [asyncio.ensure_future(s.outbox.wait_closed()) for s in sessions]
+            _, late = await asyncio.wait(waiters, timeout=grace)
+            for waiter in late:  # stuck sockets: stop waiting for them
+                waiter.cancel()
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.drain(grace)

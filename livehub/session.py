@@ -124,7 +124,12 @@ class Session:
             return
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("client %s: a background task failed", self.id, exc_info=exc)
 
     def disconnect(self, disconnect: Disconnect) -> None:
         """Close after what is already queued has gone out (a slow client gets nothing more)."""
