@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from livehub.models import Publication, StreamPosition
 from livehub.protocol import fossil
@@ -37,7 +37,21 @@ from livehub.protocol.codec import encode_publication
 
 if TYPE_CHECKING:
     from livehub.clock import Timer
-    from livehub.session import Session
+
+
+class Queue(Protocol):
+    def put(self, message: str) -> None: ...
+
+
+class Subscriber(Protocol):
+    """What fan-out needs of a connection (``livehub.session.Session``)."""
+
+    @property
+    def outbox(self) -> Queue: ...
+
+    def lost_position(self, channel: str) -> None:
+        """Make the client resubscribe (2500): :meth:`Subscription.lose`, then tell it."""
+        ...
 
 
 class SubscriptionState(enum.Enum):
@@ -195,7 +209,7 @@ def delta_frame(channel: str, prev: Publication, pub: Publication) -> str:
 
 def fan_out(
     channel: str,
-    subs: Iterable[tuple[Session, Subscription]],
+    subs: Iterable[tuple[Subscriber, Subscription]],
     pub: Publication,
     epoch: str,
     prev: Publication | None,
@@ -243,7 +257,7 @@ def fan_out(
             sub.delta_ready = False
 
 
-def release(session: Session, sub: Subscription) -> None:
+def release(session: Subscriber, sub: Subscription) -> None:
     """The subscribe reply is queued: go LIVE, and deliver what was held meanwhile (in
     full), skipping what the reply covered; a gap makes the subscription LOST."""
     for pub, epoch in sub.go_live():
@@ -252,6 +266,7 @@ def release(session: Session, sub: Subscription) -> None:
 
 __all__ = [
     "Drift",
+    "Subscriber",
     "Subscription",
     "SubscriptionState",
     "Verdict",

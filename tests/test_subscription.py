@@ -66,7 +66,7 @@ def publication(offset: int, epoch: str, index: int) -> Publication:
 
 
 def deliver(session: FakeSession, pub: Publication, epoch: str, prev: Publication | None = None) -> None:
-    fan_out(session.sub.channel, [(session, session.sub)], pub, epoch, prev)  # type: ignore[list-item]
+    fan_out(session.sub.channel, [(session, session.sub)], pub, epoch, prev)
 
 
 def live(positioned_at: StreamPosition | None = None, delta: bool = False) -> FakeSession:
@@ -74,7 +74,7 @@ def live(positioned_at: StreamPosition | None = None, delta: bool = False) -> Fa
     if positioned_at is not None:
         sub.position_at(positioned_at)
     session = FakeSession(sub)
-    release(session, sub)  # type: ignore[arg-type]
+    release(session, sub)
     return session
 
 
@@ -118,7 +118,7 @@ def test_publications_during_subscribe_are_held_then_released_without_duplicates
         deliver(session, publication(offset, E0, i), E0)
     assert session.outbox.messages == [] and len(sub.pending) == 3
     sub.position_at(StreamPosition(4, E0))  # the reply covered 3 and 4
-    release(session, sub)  # type: ignore[arg-type]
+    release(session, sub)
     assert sub.state is LIVE and sub.pending == []
     deliver(session, publication(6, E0, 3), E0)
     assert [m["o"] for m in session.received()] == [5, 6]
@@ -131,7 +131,7 @@ def test_a_gap_in_the_held_publications_loses_the_position() -> None:
     for i, offset in enumerate((5, 7, 8)):
         deliver(session, publication(offset, E0, i), E0)
     sub.position_at(StreamPosition(4, E0))
-    release(session, sub)  # type: ignore[arg-type]
+    release(session, sub)
     assert [m["o"] for m in session.received()] == [5]
     assert sub.state is LOST and session.lost_calls == 1
     deliver(session, publication(9, E0, 3), E0)
@@ -144,7 +144,7 @@ def test_a_lost_subscription_while_subscribing_releases_nothing() -> None:
     deliver(session, publication(1, E0, 0), E0)
     assert sub.lose()
     assert not sub.lose()
-    release(session, sub)  # type: ignore[arg-type]
+    release(session, sub)
     assert sub.state is LOST and session.outbox.messages == []
 
 
@@ -216,13 +216,13 @@ def test_each_offset_at_most_once_in_order_and_a_gap_ends_in_lost(
     for i, (offset, epoch) in enumerate(arrivals):
         if i == released_at:
             sub.position_at(StreamPosition(start, E0))
-            release(session, sub)  # type: ignore[arg-type]
+            release(session, sub)
         pub = publication(offset, epoch if offset else "", i)
         deliver(session, pub, epoch if offset else "", prev)
         prev = pub
     if released_at == len(arrivals):
         sub.position_at(StreamPosition(start, E0))
-        release(session, sub)  # type: ignore[arg-type]
+        release(session, sub)
 
     # the specification: where the first gap (or other epoch) is, if any
     top, gap_at = start, None
@@ -274,7 +274,7 @@ def test_fan_out_shortcut_always_agrees_with_decide(ops: list[tuple[str, int, st
         if op == "position" and sub.state is SUBSCRIBING:
             sub.position_at(StreamPosition(offset, epoch))
         elif op == "live":
-            release(session, sub)  # type: ignore[arg-type]
+            release(session, sub)
         elif op == "lose":
             session.lost_position(sub.channel)
         elif op == "pub":
