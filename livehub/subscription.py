@@ -20,9 +20,9 @@ Its fields are public to read, and written only by this module.
 Fan-out is the hot path (one publication, thousands of subscribers), so :func:`fan_out`
 does not call :func:`decide` for the common case: a subscription keeps two derived
 fields, ``free`` (LIVE without a position: it takes everything) and ``next`` (LIVE with a
-position: the offset the next publication of its epoch must have; -1 otherwise), and a
-publication matching them is exactly one :func:`decide` answers DELIVER for
-(tests/test_subscription.py checks that it always is).
+position: the offset the next publication of its epoch must have; -1 otherwise). A
+publication they let through is one :func:`decide` delivers (tests/test_subscription.py
+checks that it always is); any other is given to :func:`decide`.
 """
 
 from __future__ import annotations
