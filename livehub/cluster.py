@@ -50,11 +50,13 @@ import orjson
 from livehub.control import InstantCommand, command_from_wire
 from livehub.engines.base import EngineUnavailable, PresenceEntry
 from livehub.engines.memory import MemoryBroker, MemoryPresenceManager
+from livehub.models import StreamPosition
 from livehub.protocol.codes import Error
+from livehub.subscription import Drift, Subscription, SubscriptionState
 
 if TYPE_CHECKING:
     from livehub.node import Node
-    from livehub.session import Session, Subscription
+    from livehub.session import Session
 
 log = logging.getLogger("livehub.cluster")
 
@@ -217,7 +219,8 @@ class Cluster:
             if not node.options(channel).presence:
                 continue
             for session, sub in subs:
-                if sub.pending is None and not session.closed:  # a pending one is being added now
+                # one still SUBSCRIBING is being added now
+                if sub.state is not SubscriptionState.SUBSCRIBING and not session.closed:
                     entries.append((channel, session.id, session.info(sub)))
         if entries:
             await node.presence_manager.refresh_presence(entries)
@@ -227,7 +230,7 @@ class Cluster:
         targets = [channel for channel, subs in node.subscribers() if any(_checkable(sub) for _, sub in subs)]
         if not targets:
             return
-        behind: list[tuple[Session, Subscription, int]] = []
+        behind: list[tuple[Session, Subscription, StreamPosition]] = []
         failures: list[EngineUnavailable] = []
         limit = asyncio.Semaphore(POSITION_CHECK_CONCURRENCY)
 
@@ -241,25 +244,24 @@ class Cluster:
                 except Error:
                     return
             for session, sub in node.channel_subscribers(channel):
-                if not _checkable(sub):
-                    continue
-                if sub.epoch and sub.epoch != top.epoch:
+                drift = sub.drift(top)
+                if drift is Drift.LOST:
                     log.info("client %s: %s has a new epoch: resubscribe", session.id, channel)
                     session.lost_position(channel)
-                elif sub.offset < top.offset:
-                    behind.append((session, sub, top.offset))
+                elif drift is Drift.BEHIND:
+                    behind.append((session, sub, top))
 
         await asyncio.gather(*(check(channel) for channel in targets))
         if behind:
             await asyncio.sleep(min(POSITION_LAG_GRACE, node.settings.client.channel_position_check_delay))
-            for session, sub, offset in behind:
-                if session.subs.get(sub.channel) is sub and _checkable(sub) and sub.offset < offset:
+            for session, sub, top in behind:
+                if session.subs.get(sub.channel) is sub and sub.drift(top) is not Drift.NONE:
                     log.info(
                         "client %s: %s is at offset %d, the stream at %d: resubscribe",
                         session.id,
                         sub.channel,
                         sub.offset,
-                        offset,
+                        top.offset,
                     )
                     session.lost_position(sub.channel)
         if failures and len(failures) == len(targets):
@@ -267,7 +269,7 @@ class Cluster:
 
 
 def _checkable(sub: Subscription) -> bool:
-    return sub.positioned and sub.pending is None and not sub.lost
+    return sub.state is SubscriptionState.LIVE and sub.positioned
 
 
 __all__ = ["NODE_INFO_INTERVAL", "NODE_INFO_MAX_DELAY", "Cluster"]

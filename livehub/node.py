@@ -2,7 +2,9 @@
 
 A publication reaches the node once (from its broker) and is encoded once per form it
 is sent in — plain, or a fossil delta for subscribers that negotiated it — and the same
-string is queued to every local subscriber. Fan-out never awaits a subscriber.
+string is queued to every local subscriber (``livehub.subscription.fan_out``, which also
+decides, from each one's stream position, whether it gets it). Fan-out never awaits a
+subscriber.
 
 Several nodes on one shared engine (processes, machines) behave as one hub: a command
 for a user's connections (``livehub.control``, given with ``command``) acts on those of
@@ -31,8 +33,7 @@ from livehub.engines import engine_from_url
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.outbox import Flusher
-from livehub.protocol import fossil
-from livehub.protocol.codec import encode_publication, encode_push, info_dict
+from livehub.protocol.codec import encode_push, info_dict
 from livehub.protocol.codes import (
     Disconnect,
     Error,
@@ -42,9 +43,10 @@ from livehub.protocol.codes import (
     error_unrecoverable_position,
 )
 from livehub.settings import NamespaceOptions, Settings
+from livehub.subscription import Subscription, fan_out
 
 if TYPE_CHECKING:
-    from livehub.session import Session, Subscription
+    from livehub.session import Session
 
 log = logging.getLogger("livehub.node")
 
@@ -61,22 +63,6 @@ DisconnectHook = Callable[["Session"], Awaitable[None]]
 #: an Error or Disconnect refuses it through the protocol (the reply to ``connect``); None
 #: leaves the decision to tokens and the config.
 ConnectHook = Callable[[dict[str, Any]], Awaitable["Credentials | Error | Disconnect | None"]]
-
-
-def _delta_frame(channel: str, prev: Publication, pub: Publication) -> str:
-    """The publication as a fossil delta against the previous one, or "" if that does not pay.
-
-    In JSON mode the SDKs read ``data`` as a string and UTF-8-encode it before applying
-    the delta, so a delta whose literal parts split a multi-byte character cannot be sent.
-    """
-    patch = fossil.create_delta(prev.data, pub.data)
-    if len(patch) >= len(pub.data):
-        return ""
-    try:
-        text = patch.decode("utf-8")
-    except UnicodeDecodeError:
-        return ""
-    return encode_publication(channel, pub, text, delta=True)
 
 
 class Node:
@@ -146,9 +132,10 @@ class Node:
         for session in sessions:
             session.disconnect(disconnect_shutdown())
         if sessions:
-            await asyncio.wait(
-                [asyncio.ensure_future(s.outbox.wait_closed()) for s in sessions], timeout=grace
-            )
+            waiters = [asyncio.ensure_future(s.outbox.wait_closed()) for s in sessions]
+            _, late = await asyncio.wait(waiters, timeout=grace)
+            for waiter in late:  # stuck sockets: stop waiting for them
+                waiter.cancel()
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.drain(grace)
@@ -209,44 +196,7 @@ class Node:
         subs = self._hub.get(channel)
         if not subs:
             return
-        plain = full_string = delta = None
-        # No copy of ``subs``: nothing below removes a subscriber synchronously (an overflowing
-        # outbox only marks itself closing; a lost position is handled in a task).
-        for session, sub in subs.items():
-            if sub.pending is not None:
-                sub.pending.append((pub, sp.epoch))
-                continue
-            if sub.lost:
-                continue  # being unsubscribed with 2500
-            if pub.offset and sub.positioned:
-                if sub.epoch and sp.epoch != sub.epoch:  # the stream was lost and began again
-                    session.lost_position(channel)
-                    continue
-                if pub.offset != sub.offset + 1:
-                    if pub.offset <= sub.offset:
-                        continue  # already delivered through recovery
-                    session.lost_position(channel)
-                    continue
-            if sub.delta:
-                if sub.delta_ready and prev is not None and prev.offset == sub.offset:
-                    if delta is None:
-                        delta = _delta_frame(channel, prev, pub)
-                    if delta:
-                        session.outbox.put(delta)
-                        sub.offset = pub.offset
-                        continue
-                if full_string is None:
-                    full_string = encode_publication(channel, pub, pub.data.decode())
-                session.outbox.put(full_string)
-                sub.delta_ready = True
-            else:
-                if plain is None:
-                    plain = encode_publication(channel, pub)
-                session.outbox.put(plain)
-            if pub.offset or not sub.positioned:
-                sub.offset = pub.offset
-            else:  # published without history: outside the stream, so no position, and not a delta base
-                sub.delta_ready = False
+        fan_out(channel, subs.items(), pub, sp.epoch, prev)
         self.deliveries += len(subs)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
+import inspect
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from livehub.auth import InvalidToken, SubscribeToken, TokenExpired
+from livehub.clock import Clock, LoopClock, Timer
 from livehub.engines.base import EngineUnavailable, HistoryOptions
-from livehub.models import ClientInfo, Credentials, Publication, StreamPosition
+from livehub.models import ClientInfo, Credentials, StreamPosition
 from livehub.node import Node
 from livehub.outbox import Outbox, Transport
 from livehub.protocol import codes
@@ -43,6 +45,7 @@ from livehub.protocol.commands import (
 )
 from livehub.settings import NamespaceOptions
 from livehub.subscribe import SubscribeParams, subscribe
+from livehub.subscription import Subscription, release
 
 if TYPE_CHECKING:
     from livehub.client import Client
@@ -55,45 +58,23 @@ _HANDLED = frozenset(
 )
 
 
-class Subscription:
-    """This connection's state in one channel, read by the node's fan-out loop."""
+class SessionState(enum.Enum):
+    """Where a connection is in its life. Closing is the outbox's to know (it closes itself
+    when the client is too slow): see :attr:`Session.closing`."""
 
-    __slots__ = (
-        "channel",
-        "offset",
-        "epoch",
-        "lost",
-        "positioned",
-        "join_leave",
-        "delta",
-        "delta_ready",
-        "pending",
-        "info",
-        "expiry",
-    )
-
-    def __init__(self, channel: str, info: bytes | None, join_leave: bool, delta: bool) -> None:
-        self.channel = channel
-        self.offset = 0
-        #: The stream's epoch when positioned; a publication of another epoch is a gap.
-        self.epoch = ""
-        #: A gap was found: the client is being unsubscribed with 2500 (gets nothing more).
-        self.lost = False
-        self.positioned = False
-        self.join_leave = join_leave
-        self.delta = delta
-        self.delta_ready = False
-        #: ``(publication, epoch)`` arriving while the subscribe reply is being built
-        #: (None otherwise).
-        self.pending: list[tuple[Publication, str]] | None = []
-        self.info = info
-        self.expiry: asyncio.TimerHandle | None = None
+    #: Waiting for the ``connect`` command.
+    CONNECTING = "connecting"
+    #: ``connect`` was answered with an error: the next command closes the connection (3501).
+    REFUSED = "refused"
+    CONNECTED = "connected"
+    #: :meth:`Session.cleanup` ran: out of every channel, forgotten by the node.
+    CLOSED = "closed"
 
 
 class Session:
     __slots__ = (
-        "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "connected", "closed",
-        "credentials", "scope", "handle", "_connect_failed", "_expires_at", "_loop", "_timers", "_joins",
+        "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "state",
+        "credentials", "scope", "handle", "_expires_at", "_clock", "_timers", "_tasks", "_joins",
     )  # fmt: skip
 
     def __init__(
@@ -102,6 +83,7 @@ class Session:
         transport: Transport,
         credentials: Credentials | Error | Disconnect | None = None,
         scope: dict[str, Any] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         cfg = node.settings.client
         self.node = node
@@ -112,12 +94,13 @@ class Session:
         self.name = ""
         self.subs: dict[str, Subscription] = {}
         self.outbox = Outbox(transport, cfg.queue_max_size, cfg.write_batch_size, node.flusher)
-        self.connected = False
-        self.closed = False
-        self._connect_failed = False
+        self.state = SessionState.CONNECTING
         self._expires_at = 0
-        self._loop = asyncio.get_running_loop()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: Time and timers (ping, pong, stale, expiry): the loop's, unless a test drives them.
+        self._clock = clock or LoopClock()
+        self._timers: dict[str, Timer] = {}
+        #: Tasks this session started (unsubscribe pushes), until they are done.
+        self._tasks: set[asyncio.Task[None]] = set()
         self._joins: list[str] = []
         #: From the app's connect hook, resolved at the HTTP upgrade; a JWT in ``connect`` wins.
         self.credentials = credentials
@@ -132,34 +115,76 @@ class Session:
     def start(self) -> None:
         self._timer("stale", self.cfg.stale_close_delay, self._on_stale)
 
-    def _timer(self, name: str, delay: float, callback: Any) -> None:
+    def _timer(self, name: str, delay: float, callback: Callable[[], object] | None) -> None:
         old = self._timers.pop(name, None)
         if old is not None:
             old.cancel()
-        if delay > 0 and not self.closed:
-            self._timers[name] = self._loop.call_later(delay, callback)
+        if delay > 0 and callback is not None and not self.closed:
+            self._timers[name] = self._clock.call_later(delay, callback)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in a task this session owns (see :meth:`cleanup`)."""
+        if self.closed:
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("client %s: a background task failed", self.id, exc_info=exc)
 
     def disconnect(self, disconnect: Disconnect) -> None:
         """Close after what is already queued has gone out (a slow client gets nothing more)."""
         self.outbox.close(disconnect)
 
     @property
+    def connected(self) -> bool:
+        """The connect command succeeded (and the session is not closed yet)."""
+        return self.state is SessionState.CONNECTED
+
+    @property
+    def closed(self) -> bool:
+        return self.state is SessionState.CLOSED
+
+    @property
     def closing(self) -> bool:
-        return self.outbox.close_with is not None
+        """Nothing more is read: a close is queued (by the session, or by the outbox of a
+        slow client), or the session is closed."""
+        return self.outbox.close_with is not None or self.state is SessionState.CLOSED
 
     async def cleanup(self) -> None:
-        """The connection is over: leave every channel and forget the session. Runs once."""
+        """The connection is over: leave every channel and forget the session. Runs once.
+
+        Its tasks that have not begun are cancelled (their channels are left here); one in
+        the middle of leaving a channel is waited for, since cancelling it there would leave
+        the engine half told (a broker subscription, a presence entry).
+        """
         if self.closed:
             return
-        self.closed = True
+        was_connected = self.connected
+        self.state = SessionState.CLOSED
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        for sub in self.subs.values():
+            sub.set_expiry(None)
+        running = []
+        for task in list(self._tasks):
+            coro = task.get_coro()
+            if isinstance(coro, Coroutine) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                task.cancel()
+            else:
+                running.append(task)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
         for channel in list(self.subs):
             await self._unsubscribe(channel)
         self.node.remove_session(self)
         hook = self.node.disconnect_hook
-        if hook is not None and self.connected:
+        if hook is not None and was_connected:
             try:
                 await hook(self)
             except Exception:
@@ -183,7 +208,7 @@ class Session:
         self.disconnect(codes.disconnect_no_pong())
 
     def _on_expired(self) -> None:
-        if self._expires_at and self._expires_at <= time.time():
+        if self._expires_at and self._expires_at <= self._clock.time():
             self.disconnect(codes.disconnect_expired())
 
     def _set_expiry(self, expires_at: int) -> dict[str, Any]:
@@ -191,7 +216,7 @@ class Session:
         if not expires_at:
             self._timer("expire", 0, None)
             return {}
-        ttl = max(0, expires_at - int(time.time()))
+        ttl = max(0, expires_at - int(self._clock.time()))
         self._timer("expire", ttl + self.cfg.expired_close_delay, self._on_expired)
         return {"expires": True, "ttl": ttl}
 
@@ -199,9 +224,8 @@ class Session:
         """A gap in the channel's offsets, or a new epoch: make the client resubscribe and
         recover (or learn that it cannot)."""
         sub = self.subs.get(channel)
-        if sub is not None and not sub.lost:
-            sub.lost = True
-            self._loop.create_task(self._unsubscribe_push(channel, codes.unsubscribe_insufficient_state()))
+        if sub is not None and sub.lose():
+            self._spawn(self._unsubscribe_push(channel, codes.unsubscribe_insufficient_state()))
 
     # -- commands
 
@@ -226,7 +250,7 @@ class Session:
             self.disconnect(exc)
         except Error as exc:
             if command.method == "connect":
-                self._connect_failed = True
+                self.state = SessionState.REFUSED
             self.outbox.put(encode_error(command.id, exc))
         except EngineUnavailable as exc:  # temporary: the SDKs retry
             log.warning("client %s: %s failed, engine unavailable: %s", self.id, command.method, exc)
@@ -242,9 +266,9 @@ class Session:
         if not method:  # pong
             self._timer("pong", 0, None)
             return
-        if self._connect_failed:
+        if self.state is SessionState.REFUSED:
             raise codes.disconnect_bad_request()
-        if not self.connected:
+        if self.state is SessionState.CONNECTING:
             if not isinstance(request, ConnectRequest):
                 raise codes.disconnect_bad_request()
             result = await self._connect(request)
@@ -285,7 +309,7 @@ class Session:
             except InvalidToken as exc:
                 log.info("invalid connection token: %s", exc)
                 raise codes.disconnect_invalid_token() from None
-            if token.exp and token.exp <= time.time():
+            if token.exp and token.exp <= self._clock.time():
                 raise codes.error_token_expired()
             self.user, self.conn_info, expires_at, channels = (
                 token.user,
@@ -305,7 +329,7 @@ class Session:
         if limit and self.user and len(node.users.get(self.user, ())) >= limit:
             raise codes.disconnect_connection_limit()
         self.name = req.name
-        self.connected = True
+        self.state = SessionState.CONNECTED
         self._timer("stale", 0, None)
         node.add_session(self)
         result: dict[str, Any] = {"client": self.id, "version": node.version}
@@ -362,7 +386,7 @@ class Session:
         if req.token:
             await self.node.subscribe_verifier.prepare(req.token)
             token = self._subscribe_token(channel, req.token, invalid=codes.error_permission_denied())
-            if token.exp and token.exp <= time.time():
+            if token.exp and token.exp <= self._clock.time():
                 raise codes.error_token_expired()
             params.info, params.data, params.expires_at = token.info, token.data, token.exp
         else:
@@ -408,28 +432,11 @@ class Session:
     def _release(self, channel: str) -> None:
         """The subscribe reply is queued: deliver what arrived meanwhile, then go live."""
         sub = self.subs.get(channel)
-        if sub is None or sub.pending is None:
-            return
-        pending, sub.pending = sub.pending, None
-        for pub, epoch in pending:
-            if pub.offset and sub.positioned:
-                if pub.offset <= sub.offset and epoch == sub.epoch:
-                    continue  # in the subscribe reply already
-                if pub.offset != sub.offset + 1 or epoch != sub.epoch:
-                    self.lost_position(channel)  # lost between the broker and this node
-                    return
-            if sub.delta:  # a delta subscriber takes data as a JSON string, as the node sends it
-                self.outbox.put(encode_push(channel, "pub", pub_dict(pub, pub.data.decode())))
-                sub.delta_ready = True
-            else:
-                self.outbox.put(encode_push(channel, "pub", pub_dict(pub)))
-            if pub.offset or not sub.positioned:
-                sub.offset = pub.offset
-            else:
-                sub.delta_ready = False
+        if sub is not None:
+            release(self, sub)
 
     def _expire_subscription(self, channel: str) -> None:
-        self._loop.create_task(self._unsubscribe_push(channel, codes.unsubscribe_expired()))
+        self._spawn(self._unsubscribe_push(channel, codes.unsubscribe_expired()))
 
     async def _unsubscribe_push(self, channel: str, reason: codes.Unsubscribe) -> None:
         if channel in self.subs and not self.closed:
@@ -442,8 +449,7 @@ class Session:
         sub = self.subs.pop(channel, None)
         if sub is None:
             return
-        if sub.expiry is not None:
-            sub.expiry.cancel()
+        sub.set_expiry(None)
         node = self.node
         await node.remove_subscriber(channel, self)
         opts = node.rules.options(channel)
@@ -589,14 +595,13 @@ class Session:
 
     def _set_sub_expiry(self, sub: Subscription, expires_at: int) -> dict[str, Any]:
         """Unsubscribe (2501, the SDK resubscribes with a new token) if not refreshed in time."""
-        if sub.expiry is not None:
-            sub.expiry.cancel()
-            sub.expiry = None
         if not expires_at:
+            sub.set_expiry(None)
             return {}
-        ttl = max(0, expires_at - int(time.time()))
+        ttl = max(0, expires_at - int(self._clock.time()))
         delay = ttl + self.cfg.expired_close_delay
-        sub.expiry = self._loop.call_later(delay, self._expire_subscription, sub.channel)
+        channel = sub.channel
+        sub.set_expiry(self._clock.call_later(delay, lambda: self._expire_subscription(channel)))
         return {"expires": True, "ttl": ttl}
 
     # -- server-side control (used by the server API)
@@ -646,7 +651,7 @@ class Session:
 
     def server_refresh(self, expired: bool = False, expire_at: int = 0, info: bytes | None = None) -> None:
         """Set when the connection expires (0: never) with a ``refresh`` push, or end it now (3005)."""
-        if expired or 0 < expire_at <= time.time():
+        if expired or 0 < expire_at <= self._clock.time():
             self.disconnect(codes.disconnect_expired())
             return
         if info is not None:
@@ -654,4 +659,4 @@ class Session:
         self.outbox.put(encode_push("", "refresh", self._set_expiry(expire_at)))
 
 
-__all__ = ["Session", "StreamPosition", "Subscription"]
+__all__ = ["Session", "SessionState", "StreamPosition", "Subscription"]

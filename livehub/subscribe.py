@@ -6,8 +6,9 @@ offset, they go back in the reply with ``recovered: true`` and ``offset`` set to
 the client was, so the SDK advances through them itself. Otherwise the client is told
 (``recovered`` absent, offset at the top) or, if it asked with flag bit 2, refused
 with 112. The session is registered in the channel *before* the history is read, and
-publications arriving meanwhile wait in ``sub.pending``: nothing is lost between the
-two, and duplicates are dropped by offset when the pending ones are released.
+publications arriving meanwhile are held by the subscription (SUBSCRIBING,
+``livehub.subscription``): nothing is lost between the two, and duplicates are dropped by
+offset when the held ones are released.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from livehub.settings import NamespaceOptions
 
 if TYPE_CHECKING:
     from livehub.node import Node
-    from livehub.session import Subscription
+    from livehub.subscription import Subscription
 
 
 @dataclass(slots=True)
@@ -68,7 +69,6 @@ async def subscribe(
         result["was_recovering"] = True
     if not positioned:
         return result
-    sub.positioned = True
     if params.recover and recoverable:
         limit = node.settings.client.recovery_max_publication_limit
         since = StreamPosition(params.offset, params.epoch)
@@ -86,12 +86,11 @@ async def subscribe(
             if pubs:
                 if sub.delta:
                     result["publications"] = [publication_dict(p, p.data.decode()) for p in pubs]
-                    sub.delta_ready = True
                 else:
                     result["publications"] = [publication_dict(p) for p in pubs]
             result.update(recoverable=True, positioned=True, epoch=top.epoch, offset=params.offset)
-            sub.offset = top.offset if not pubs else pubs[-1].offset
-            sub.epoch = top.epoch
+            at = pubs[-1].offset if pubs else top.offset
+            sub.position_at(StreamPosition(at, top.epoch), delta_ready=sub.delta and bool(pubs))
             return result
         if params.reject_unrecovered:
             raise codes.error_unrecoverable_position()
@@ -100,7 +99,7 @@ async def subscribe(
     if recoverable:
         result["recoverable"] = True
     result.update(positioned=True, epoch=top.epoch, offset=top.offset)
-    sub.offset, sub.epoch = top.offset, top.epoch
+    sub.position_at(top)
     return result
 
 

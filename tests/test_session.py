@@ -2,7 +2,8 @@
 
 Frames go in through ``session.handle_frame``; what the session's writer sends and the
 close code it ends with are recorded by the transport. Waits are on conditions with a
-bounded timeout; timers (ping, stale) use intervals of a few tens of milliseconds.
+bounded timeout; the session's timers (ping, pong, stale, expiry) run on a ManualClock
+the tests advance, so no test sleeps through them.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import jwt
 import orjson
 import pytest
 
+from livehub.clock import ManualClock
 from livehub.engines.base import HistoryOptions
 from livehub.engines.memory import MemoryBroker, MemoryPresenceManager
 from livehub.models import Publication, StreamPosition
 from livehub.node import Node
 from livehub.outbox import Flusher, Outbox
 from livehub.protocol.fossil import apply_delta
-from livehub.session import Session
+from livehub.session import Session, SessionState
 from livehub.settings import Settings
 from livehub.transport import ASGITransport
 
@@ -84,9 +86,11 @@ class FakeTransport:
 
 
 class Client:
-    def __init__(self, node: Node, transport: FakeTransport | None = None) -> None:
+    def __init__(self, node: Node, transport: FakeTransport | None = None, clock: ManualClock | None = None):
         self.transport = transport or FakeTransport()
-        self.session = Session(node, self.transport)
+        #: Drives the session's timers: ``clock.advance(seconds)`` runs what falls due.
+        self.clock = clock or ManualClock()
+        self.session = Session(node, self.transport, clock=self.clock)
         self.session.start()
         self._id = 0
 
@@ -188,8 +192,10 @@ async def make_node() -> AsyncIterator[NodeFactory]:
 async def make_client() -> AsyncIterator[ClientFactory]:
     clients: list[Client] = []
 
-    def factory(node: Node, transport: FakeTransport | None = None) -> Client:
-        client = Client(node, transport)
+    def factory(
+        node: Node, transport: FakeTransport | None = None, clock: ManualClock | None = None
+    ) -> Client:
+        client = Client(node, transport, clock)
         clients.append(client)
         return client
 
@@ -919,41 +925,110 @@ async def test_batches_are_limited_by_write_batch_size(
 
 
 async def test_ping_and_no_pong_closes_3012(make_node: NodeFactory, make_client: ClientFactory) -> None:
-    node = await make_node(client={**INSECURE, "ping_interval": 0.1, "pong_timeout": 0.05})
+    node = await make_node(client={**INSECURE, "ping_interval": 10, "pong_timeout": 4})
     client = make_client(node)
-    await client.connect()
-    pings = 0
-    for _ in range(3):  # answering keeps the connection open
-        await client.wait_pings(pings + 1)
-        pings = client.pings()
-        await client.send("{}")
-    assert client.transport.close_code is None
+    assert (await client.connect())["ping"] == 10
+    due = 10.0  # seconds until the next ping
+    for n in range(1, 4):  # answering keeps the connection open
+        client.clock.advance(due - 0.1)
+        await client.barrier()
+        assert client.pings() == n - 1
+        client.clock.advance(0.1)
+        await client.wait_pings(n)
+        client.clock.advance(3.9)
+        await client.send("{}")  # the pong, just in time
+        client.clock.advance(0.1)  # the pong timeout passes: answered, so nothing happens
+        assert not client.session.closing
+        due = 10 - 4
+    client.clock.advance(due)
+    await client.wait_pings(4)
+    client.clock.advance(3.9)
+    assert not client.session.closing
+    client.clock.advance(0.1)
     assert await client.closed() == 3012
     assert client.transport.close_reason == "no pong"
-    assert client.pings() == pings + 1
+    assert client.pings() == 4
 
 
 async def test_no_ping_before_connect(make_node: NodeFactory, make_client: ClientFactory) -> None:
     node = await make_node(
-        client={**INSECURE, "ping_interval": 0.02, "pong_timeout": 0.01, "stale_close_delay": 0.2}
+        client={**INSECURE, "ping_interval": 2, "pong_timeout": 1, "stale_close_delay": 10}
     )
     client = make_client(node)
+    client.clock.advance(9.9)
+    assert not client.session.closing
+    client.clock.advance(0.1)
     assert await client.closed() == 3502
     assert client.transport.messages == []
 
 
 async def test_stale_connection_closes_3502(make_node: NodeFactory, make_client: ClientFactory) -> None:
-    node = await make_node(client={**INSECURE, "stale_close_delay": 0.05})
+    node = await make_node(client={**INSECURE, "stale_close_delay": 10})
     client = make_client(node)
+    client.clock.advance(9.9)
+    assert not client.session.closing
+    client.clock.advance(0.1)
     assert await client.closed() == 3502
     assert client.transport.close_reason == "stale"
 
 
 async def test_connected_client_is_not_stale(make_node: NodeFactory, make_client: ClientFactory) -> None:
-    node = await make_node(client={**INSECURE, "stale_close_delay": 0.05})
+    node = await make_node(client={**INSECURE, "stale_close_delay": 10, "ping_interval": 0})
     client = make_client(node)
     await client.connect()
-    await asyncio.sleep(0.15)
+    assert client.clock.pending() == 0  # the stale timer is gone, and there is no other
+    client.clock.advance(100)
+    await client.barrier()
+    assert client.transport.close_code is None
+
+
+async def test_connection_expires_3005_unless_refreshed(
+    make_node: NodeFactory, make_client: ClientFactory
+) -> None:
+    node = await make_node(client={**TOKEN, "expired_close_delay": 5, "ping_interval": 0})
+    client = make_client(node)
+    now = int(client.clock.time())
+    result = await client.connect(token=token({"sub": "42", "exp": now + 60}))
+    assert result["ttl"] == 60
+    client.clock.advance(50)
+    refreshed = await client.ok("refresh", {"token": token({"sub": "42", "exp": now + 120})})
+    assert refreshed == {"expires": True, "ttl": 70}
+    client.clock.advance(15 + 5)  # the first expiry, and its grace, are past: refreshed
+    await client.barrier()
+    assert not client.session.closing
+    client.clock.advance(54.9)  # 0.1 s before the new expiry's grace ends
+    assert not client.session.closing
+    client.clock.advance(0.1)
+    assert await client.closed() == 3005
+    assert client.transport.close_reason == "connection expired"
+
+
+async def test_subscription_expires_2501_unless_refreshed(
+    make_node: NodeFactory, make_client: ClientFactory
+) -> None:
+    node = await make_node(client={**TOKEN, "expired_close_delay": 5, "ping_interval": 0})
+    client = make_client(node)
+    now = int(client.clock.time())
+    await client.connect(token=token({"sub": "42"}))
+    claims = {"sub": "42", "channel": "$secret"}
+    assert (await client.subscribe("$secret", token=token({**claims, "exp": now + 60})))["ttl"] == 60
+    client.clock.advance(30)
+    reply = await client.ok(
+        "sub_refresh", {"channel": "$secret", "token": token({**claims, "exp": now + 90})}
+    )
+    assert reply == {"expires": True, "ttl": 60}
+    client.clock.advance(35 + 5)  # the first expiry and its grace are past: refreshed
+    await client.barrier()
+    assert "$secret" in client.session.subs
+    client.clock.advance(24.9)  # 0.1 s before the new expiry's grace ends
+    await client.barrier()
+    assert "$secret" in client.session.subs
+    client.clock.advance(0.1)
+    await eventually(lambda: client.pushes("unsubscribe"), "unsubscribe push")
+    assert client.pushes("unsubscribe") == [
+        {"channel": "$secret", "unsubscribe": {"code": 2501, "reason": "subscription expired"}}
+    ]
+    assert client.session.subs == {} and node.channels() == {}
     assert client.transport.close_code is None
 
 
@@ -1031,3 +1106,81 @@ async def test_a_long_flush_holds_the_next_one_so_messages_share_frames() -> Non
     outbox.put("d")
     await asyncio.sleep(0.005)
     assert transport.frames == ["a", "b\nc", "d"]
+
+
+# -- the session's state and its tasks
+
+
+def session_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.startswith("Session.")]  # type: ignore[union-attr]
+
+
+async def test_session_states(make_node: NodeFactory, make_client: ClientFactory) -> None:
+    node = await make_node(client=TOKEN)
+    refused, ok = make_client(node), make_client(node)
+    assert refused.session.state is SessionState.CONNECTING
+    assert "error" in await refused.call("connect", {"token": token({"sub": "42", "exp": 1})})
+    assert refused.session.state is SessionState.REFUSED
+    await ok.connect(token=token({"sub": "42"}))
+    assert ok.session.state is SessionState.CONNECTED and ok.session.connected
+    await ok.session.cleanup()
+    assert ok.session.state is SessionState.CLOSED and ok.session.closed and ok.session.closing
+    assert node.sessions == {}
+
+
+async def test_cleanup_cancels_a_task_not_yet_begun(
+    make_node: NodeFactory, make_client: ClientFactory
+) -> None:
+    node = await make_node(client=INSECURE, channel={"without_namespace": HISTORY})
+    client = make_client(node)
+    await client.connect()
+    await client.subscribe("chat")
+    client.session.lost_position("chat")  # the 2500 unsubscribe goes in a task
+    assert len(session_tasks()) == 1
+    await client.session.cleanup()  # before that task could begin
+    assert [t.cancelling() for t in session_tasks()] == [1]
+    await asyncio.sleep(0)
+    assert session_tasks() == []
+    assert node.channels() == {}  # cleanup left the channel itself
+
+
+class GatedUnsubscribeBroker(MemoryBroker):
+    """``unsubscribe`` waits for ``gate``: a session stays in the middle of leaving a channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = 0
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.waiting += 1
+        await self.gate.wait()
+        self.waiting -= 1
+        await super().unsubscribe(channel)
+
+
+async def test_cleanup_waits_for_a_task_leaving_a_channel(
+    make_node: NodeFactory, make_client: ClientFactory
+) -> None:
+    """Cancelled in the middle, the task would leave the presence entry behind."""
+    broker = GatedUnsubscribeBroker()
+    node = await make_node(
+        broker, client=INSECURE, channel={"without_namespace": {**HISTORY, "presence": True}}
+    )
+    client = make_client(node)
+    await client.connect()
+    await client.subscribe("chat")
+    assert list(await node.presence("chat")) == [client.session.id]
+    broker.gate.clear()
+    client.session.lost_position("chat")
+    await eventually(lambda: broker.waiting == 1, "the task to be leaving the channel")
+    cleanup = asyncio.ensure_future(client.session.cleanup())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not cleanup.done()
+    broker.gate.set()
+    await asyncio.wait_for(cleanup, TIMEOUT)
+    assert session_tasks() == []
+    assert await node.presence("chat") == {}
+    assert node.channels() == {}
