@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from livehub import metrics
 from livehub.auth import InvalidToken, SubscribeToken, TokenExpired
 from livehub.engines.base import EngineUnavailable, HistoryOptions
 from livehub.models import ClientInfo, Credentials, Publication, StreamPosition
@@ -136,6 +137,7 @@ class Session:
 
     def disconnect(self, disconnect: Disconnect) -> None:
         """Close after what is already queued has gone out (a slow client gets nothing more)."""
+        metrics.server_disconnect(disconnect.code)
         self.outbox.close(disconnect)
 
     @property
@@ -213,6 +215,7 @@ class Session:
                 return
             await self.handle_command(command)
 
+    @metrics.timed_command
     async def handle_command(self, command: Command) -> None:
         try:
             await self._dispatch(command)
@@ -222,14 +225,17 @@ class Session:
         except Error as exc:
             if command.method == "connect":
                 self._connect_failed = True
+            metrics.reply_error(command.method, exc.code)
             self.outbox.put(encode_error(command.id, exc))
         except EngineUnavailable as exc:  # temporary: the SDKs retry
             log.warning("client %s: %s failed, engine unavailable: %s", self.id, command.method, exc)
+            metrics.reply_error(command.method, 100)
             self.outbox.put(encode_error(command.id, codes.error_internal()))
             if command.method == "connect":  # half connected: start over on a new connection
                 self.disconnect(codes.disconnect_server_error())
         except Exception:
             log.exception("client %s: %s failed", self.id, command.method)
+            metrics.reply_error(command.method, 100)
             self.outbox.put(encode_error(command.id, codes.error_internal()))
 
     async def _dispatch(self, command: Command) -> None:

@@ -37,7 +37,8 @@ def test_centrifugo_json_config_is_read(tmp_path: Path) -> None:
     assert s.namespace("chat") is not None and s.namespace("chat").join_leave  # type: ignore[union-attr]
     assert s.namespace("nope") is None
     assert s.http_api.key == "k"
-    assert s.unknown_keys() == ["log"]
+    assert s.unknown_keys() == []
+    assert s.log.level == "debug"
 
 
 def test_toml_and_yaml(tmp_path: Path) -> None:
