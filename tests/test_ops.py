@@ -214,7 +214,8 @@ async def test_json_logs_and_the_banner(tmp_path: Path) -> None:
     assert any(m.startswith("livehub ") and f"listening on http://127.0.0.1:{port}" in m for m in messages)
     assert any("engine memory://" in m for m in messages)
     assert any(
-        "client.insecure is on" in m and line["level"] == "warning" for line, m in zip(lines, messages)
+        "client.insecure is on" in m and line["level"] == "warning"
+        for line, m in zip(lines, messages, strict=True)
     )
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
 
