@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
+import livehub
 from livehub.settings import load_settings
 from tests.servers import ROOT, free_port, wait_port
 
@@ -131,7 +132,7 @@ async def test_metrics_move_after_a_publish_and_health_answers(tmp_path: Path) -
         assert value(after, "centrifugo_node_num_clients") == 1
         assert value(after, "centrifugo_node_num_subscriptions") == 2
         assert value(after, "centrifugo_node_num_channels") == 2
-        assert value(after, "centrifugo_node_build", version=__import__("livehub").__version__) == 1
+        assert value(after, "centrifugo_node_build", version=livehub.__version__) == 1
 
         def moved(name: str, **labels: str) -> float:
             return value(after, name, **labels) - value(before, name, **labels)
