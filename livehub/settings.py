@@ -437,27 +437,10 @@ class Settings(BaseSettings):
                 return ns
         return None
 
-    def unknown_keys(self) -> list[str]:
-        """Dotted names of keys this version does not use, to report at start."""
-        found: list[str] = []
-
-        def walk(model: BaseModel, prefix: str) -> None:
-            for key in model.model_extra or {}:
-                found.append(prefix + key)
-            for name in type(model).model_fields:
-                value = getattr(model, name)
-                if isinstance(value, BaseModel):
-                    walk(value, f"{prefix}{name}.")
-                elif isinstance(value, list):
-                    for i, item in enumerate(value):
-                        if isinstance(item, BaseModel):
-                            walk(item, f"{prefix}{name}[{i}].")
-
-        walk(self, "")
-        return found
-
 
 def _engine_url_from_env() -> bool:
+    """An engine URL in livehub's variable wins over the file's sections (``serve --engine``
+    passes its choice to ``--workers`` that way)."""
     return bool(os.environ.get("LIVEHUB_ENGINE__URL"))
 
 
