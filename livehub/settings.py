@@ -284,6 +284,8 @@ class RedisOptions(Section):
         for address in addresses:
             if "://" in address:
                 parts = urlsplit(address)
+                if parts.path in ("", "/"):  # no database in the URL: engine.redis.db
+                    address = parts._replace(path=f"/{self.db}").geturl()
                 sep = "&" if parts.query else "?"
                 urls.append(f"{address}{sep}{qs}")
             else:

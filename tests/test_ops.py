@@ -345,7 +345,7 @@ def test_centrifugo_engine_section_names_the_redis_engine(tmp_path: Path) -> Non
     urls = s.engine.url.split(",")
     assert urls[0].startswith("redis://127.0.0.1:6379/3?prefix=app&")
     assert "presence_ttl=30s" in urls[0]
-    assert urls[1].startswith("redis://127.0.0.1:6380?prefix=app&")
+    assert urls[1].startswith("redis://127.0.0.1:6380/3?prefix=app&")
     path.write_text("broker:\n  enabled: true\n  type: nats\n  nats:\n    url: nats://127.0.0.1:4222\n")
     assert load_settings(path).engine.url.startswith("nats://127.0.0.1:4222?prefix=livehub")
     path.write_text(
