@@ -285,8 +285,8 @@ async def test_the_sdk_connects_over_wss_with_a_self_signed_certificate(tmp_path
                 pass
 
 
-# The environment block of centrifuge-python's docker-compose.yml, as that SDK's test server
-# is configured (Centrifugo v6 names: space-separated lists, namespaces named in one variable).
+# Centrifugo v6 variables of the kind an SDK's test compose file sets (tests/peers/
+# test_compose_environment.py runs the real one, read from centrifuge-python's sdist).
 SDK_COMPOSE_ENV = {
     "CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY": "secret",
     "CENTRIFUGO_LOG_LEVEL": "trace",
