@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The official centrifuge SDK, bundled for the demo pages (built, never committed)
 BUNDLE := livehub/demos/static/vendor/centrifuge.js
 
-.PHONY: run test lint check unit peers browser frontend install clean
+.PHONY: run test lint check unit peers browser frontend install clean dist
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,6 +52,12 @@ frontend: $(BUNDLE)
 
 $(BUNDLE): frontend/package.json frontend/package-lock.json frontend/src/centrifuge.js frontend/build.sh
 	bash frontend/build.sh
+
+## Build the sdist and the wheel into dist/, the SDK bundle included (setup.py builds it when missing)
+dist: $(STAMP) $(BUNDLE)
+	$(BIN)/python -m pip show -q build >/dev/null 2>&1 || $(BIN)/python -m pip install -q build
+	rm -rf build dist
+	$(BIN)/python -P -m build --outdir dist .
 
 ## Install Debian's Chromium for the browser tests (tests/browser) when it is missing
 browser:

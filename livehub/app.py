@@ -1,20 +1,28 @@
-"""The standalone server: a FastAPI app with the hub's endpoint and the seed's examples.
+"""The standalone server: a FastAPI app with the hub's endpoint, the server API, the operator's
+endpoints (``/metrics``, ``/health``, ``/health/ready``, the admin page) and, on request, the
+demos with the seed's examples.
 
 ``create_app(settings)`` is what ``livehub serve`` runs and what tests start in-process.
-The seed endpoints ``/ws``, ``/chat`` and ``/echo`` are kept as the tutorial wrote them:
-they show the raw FastAPI WebSocket API that livehub builds on.
+The seed endpoints ``/ws``, ``/chat`` and ``/echo`` are kept as the tutorial wrote them (they
+show the raw FastAPI WebSocket API that livehub builds on) and come with the demos.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse
+import asyncio
 
-from livehub import __version__
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from livehub import __version__, metrics
 from livehub.api import api_router
-from livehub.demos import install as install_demos
+from livehub.engines.base import HistoryOptions
 from livehub.hub import Hub
+from livehub.node import Node
 from livehub.settings import Settings
+
+#: How long the readiness check waits for the engine.
+READY_TIMEOUT = 2.0
 
 
 def add_seed_endpoints(app: FastAPI) -> None:
@@ -58,18 +66,61 @@ code{background:#eef1f6;padding:.1rem .3rem;border-radius:4px}</style></head>
 <p>Real-time messaging for Python, speaking Centrifugo's client protocol.</p>
 <ul>
 <li>Client endpoint: <code>ws://HOST/connection/websocket</code> (centrifuge-js, centrifuge-python)</li>
-<li>Seed examples: <code>/ws</code>, <code>/chat</code>, <code>/echo</code></li>
-<li>Demos: run with <code>examples/demo.toml</code> (<code>make run</code>)</li>
+<li>Demos and the seed examples (<code>/ws</code>, <code>/chat</code>, <code>/echo</code>):
+<code>livehub serve --demos</code> (<code>make run</code>)</li>
 </ul></body></html>"""
+
+
+async def engine_ready(node: Node) -> str:
+    """ "" when the engine answers; else why not (for the readiness endpoint)."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await node.presence_manager.presence_stats("livehub-readiness")
+            await node.broker.history("livehub-readiness", HistoryOptions(limit=0))
+    except TimeoutError:
+        return f"engine did not answer within {READY_TIMEOUT:g}s"
+    except Exception as exc:  # EngineUnavailable, or whatever a broken engine raises
+        return f"engine unavailable: {exc}"
+    return ""
+
+
+def add_operator_endpoints(app: FastAPI, node: Node) -> None:
+    """``/metrics``, ``/health`` and ``/health/ready`` (Centrifugo's ``prometheus`` and ``health``)."""
+    settings = node.settings
+    if settings.prometheus.enabled:
+        metrics.instrument(node)
+        registry = metrics.node_registry(node)
+
+        @app.get(settings.prometheus.handler_prefix, include_in_schema=False)
+        async def prometheus_metrics() -> Response:
+            return Response(metrics.render(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    if settings.health.enabled:
+        prefix = settings.health.handler_prefix.rstrip("/")
+
+        @app.get(prefix, include_in_schema=False)
+        async def health() -> dict[str, str]:
+            """Alive: the process answers (Centrifugo's ``/health``)."""
+            return {}
+
+        @app.get(prefix + "/ready", include_in_schema=False)
+        async def ready() -> JSONResponse:
+            """Ready for traffic: the engine answers; 503 while it does not."""
+            problem = await engine_ready(node)
+            if problem:
+                return JSONResponse({"status": "unavailable", "reason": problem}, status_code=503)
+            return JSONResponse({"status": "ok"})
 
 
 def create_app(
     settings: Settings | None = None, hub: Hub | None = None, demos: bool | None = None
 ) -> FastAPI:
-    """The standalone app: the hub's router (client endpoint, AsyncAPI), seed examples, home page.
+    """The standalone app: the hub's router (client endpoint, AsyncAPI), the server API, the
+    operator's endpoints, the admin page (``admin.enabled``), a home page.
 
-    ``demos`` adds the demo pages (``livehub.demos``); by default only in ``client.insecure``
-    mode, since their token route lets anyone connect as any user.
+    ``demos`` adds the demo pages (``livehub.demos``, with their channels and RPCs) and the
+    seed examples; by default as ``demos.enabled`` says (``livehub serve --demos``), never
+    because of ``client.insecure``: their token route lets anyone connect as any user.
     """
     hub = hub or Hub(settings)
     app = FastAPI(title="livehub", version=__version__)
@@ -77,10 +128,17 @@ def create_app(
     app.state.node = hub.node
     app.include_router(hub.router)
     app.include_router(api_router(hub.node))
-    add_seed_endpoints(app)
+    add_operator_endpoints(app, hub.node)
+    if hub.settings.admin.enabled:
+        from livehub import admin
+
+        admin.install(app, hub.node, hub.settings.admin)
     if demos is None:
-        demos = hub.settings.client.insecure
+        demos = hub.settings.demos.enabled
     if demos:
+        from livehub.demos import install as install_demos
+
+        add_seed_endpoints(app)
         install_demos(app, hub)  # its home page at /, the demos under /demos
     else:
 

@@ -117,24 +117,36 @@ class ChannelRules:
         self._user_separator = cfg.user_separator
         self._cache: dict[str, NamespaceOptions] = {}
         self._declared: dict[str, _Declared] = {}
+        self._regex: dict[str, re.Pattern[str]] = {}
 
     def namespace(self, channel: str) -> str:
         """The namespace a channel (or a channel pattern) belongs to; "" is the top level."""
         name = channel.removeprefix(self.private_prefix)
-        return name.split(self._ns_boundary, 1)[0] if self._ns_boundary in name else ""
+        return name.split(self._ns_boundary, 1)[0] if self._ns_boundary and self._ns_boundary in name else ""
 
     def options(self, channel: str) -> NamespaceOptions:
-        """The channel's namespace options; error 107 for a bad name, 102 for an unknown namespace."""
+        """The channel's namespace options; error 107 for a bad name (or one its namespace's
+        ``channel_regex`` does not match, as Centrifugo checks it), 102 for an unknown namespace."""
         opts = self._cache.get(channel)
         if opts is not None:
             return opts
         if not channel or len(channel) > self._max_length or not channel.isprintable() or " " in channel:
             raise error_bad_request()
         ns = self.namespace(channel)
+        # what channel_regex is matched against: the name after ``ns:`` (the whole name without one)
+        rest = (
+            channel.removeprefix(self.private_prefix)[len(ns) + len(self._ns_boundary) :] if ns else channel
+        )
         declared = self._declared.get(ns)
         found = declared.lookup(channel) if declared is not None else self._settings.namespace(ns)
         if found is None:
             raise error_unknown_channel()
+        if found.channel_regex:
+            regex = self._regex.get(ns)
+            if regex is None:
+                regex = self._regex[ns] = re.compile(found.channel_regex)
+            if regex.search(rest) is None:
+                raise error_bad_request()
         if len(self._cache) < 65536:
             self._cache[channel] = found
         return found

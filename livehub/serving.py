@@ -37,6 +37,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from livehub.connection import client_protocol
+from livehub.logs import LEVELS, configure_logging
 from livehub.node import Node
 from livehub.settings import load_settings
 
@@ -77,13 +78,19 @@ class DrainingServer(uvicorn.Server):
 
 def draining_server(app: FastAPI, node: Node, log_level: str) -> DrainingServer:
     """uvicorn serving ``app`` as ``livehub serve`` and its workers do."""
+    tls = node.settings.http_server.tls
+    certfile, keyfile = tls.files() if tls.enabled else (None, None)
     config = uvicorn.Config(
         app,
         http=client_protocol(node),  # the client endpoint is answered from the socket, not ASGI
         ws_max_size=node.settings.websocket.message_size_limit,
         ws_ping_interval=None,  # the protocol has its own pings
         ws_per_message_deflate=False,
-        log_level=log_level.lower(),
+        log_level=LEVELS[log_level.lower()],
+        # JSON logs: uvicorn's loggers go through the root logger's handler (livehub.logs)
+        log_config=None if node.settings.log.format == "json" else uvicorn.config.LOGGING_CONFIG,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
         lifespan="on",
     )
     return DrainingServer(config, node)
@@ -105,10 +112,10 @@ def _worker(sockets: list[socket.socket], log_level: str, index: int, parent: in
     """One worker process: build the app from the environment and serve the shared sockets
     as ``livehub serve`` serves its own (the same uvicorn settings)."""
     _die_with_parent(parent)
-    logging.basicConfig(
-        level=log_level.upper(), format=f"%(asctime)s %(levelname)s [w{index}] %(name)s: %(message)s"
-    )
     app = app_from_env()
+    configure_logging(
+        log_level, app.state.node.settings.log.format, app.state.node.settings.log.file, f"w{index}"
+    )
     node: Node = app.state.node
     node.name = node_name(sockets[0].getsockname()[1], index)
     server = draining_server(app, node, log_level)

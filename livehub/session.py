@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from livehub import metrics
 from livehub.auth import InvalidToken, SubscribeToken, TokenExpired
 from livehub.clock import Clock, LoopClock, Timer
 from livehub.engines.base import EngineUnavailable, HistoryOptions
@@ -138,6 +139,7 @@ class Session:
 
     def disconnect(self, disconnect: Disconnect) -> None:
         """Close after what is already queued has gone out (a slow client gets nothing more)."""
+        metrics.server_disconnect(disconnect.code)
         self.outbox.close(disconnect)
 
     @property
@@ -242,6 +244,7 @@ class Session:
                 return
             await self.handle_command(command)
 
+    @metrics.timed_command
     async def handle_command(self, command: Command) -> None:
         try:
             await self._dispatch(command)
@@ -251,14 +254,17 @@ class Session:
         except Error as exc:
             if command.method == "connect":
                 self.state = SessionState.REFUSED
+            metrics.reply_error(command.method, exc.code)
             self.outbox.put(encode_error(command.id, exc))
         except EngineUnavailable as exc:  # temporary: the SDKs retry
             log.warning("client %s: %s failed, engine unavailable: %s", self.id, command.method, exc)
+            metrics.reply_error(command.method, 100)
             self.outbox.put(encode_error(command.id, codes.error_internal()))
             if command.method == "connect":  # half connected: start over on a new connection
                 self.disconnect(codes.disconnect_server_error())
         except Exception:
             log.exception("client %s: %s failed", self.id, command.method)
+            metrics.reply_error(command.method, 100)
             self.outbox.put(encode_error(command.id, codes.error_internal()))
 
     async def _dispatch(self, command: Command) -> None:

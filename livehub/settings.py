@@ -1,23 +1,41 @@
 """Every setting and its default, in one place, under Centrifugo v6 key names.
 
-A Centrifugo config file (JSON, TOML or YAML) runs unchanged: keys for features
-livehub shares take the same names and meanings; keys it does not know are reported
-once at start and otherwise ignored. Environment variables override the file:
-``LIVEHUB_CLIENT__INSECURE=true`` sets ``client.insecure`` (``__`` separates levels).
+A Centrifugo config file (JSON, TOML or YAML) runs unchanged when livehub can honour it, and
+is refused otherwise: :func:`load_settings` never drops a key silently. A key livehub does not
+know is an error naming it, with a suggestion for a typo (``histroy_size`` -> ``history_size``);
+a Centrifugo option livehub does not implement is an error too, unless the config switches it
+off (``"enabled": false``, ``0``, ``""``, ``[]``), which livehub honours by not having it.
+
+Environment variables override the file, in two spellings:
+
+* Centrifugo's: ``CENTRIFUGO_CLIENT_INSECURE=true``, lists space-separated
+  (``CENTRIFUGO_CLIENT_ALLOWED_ORIGINS="https://a https://b"``), namespaces named in
+  ``CENTRIFUGO_CHANNEL_NAMESPACES="chat feed"`` (or a JSON list of objects) and configured by
+  ``CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_PRESENCE=true``. Unknown ``CENTRIFUGO_*`` names are
+  reported (as Centrifugo does), never fatal: other programs may use the prefix.
+* livehub's, which win over both: ``LIVEHUB_CLIENT__INSECURE=true`` (``__`` separates levels);
+  lists as JSON (``["a","b"]``) or space-separated.
+
 Durations accept seconds (``25``) or Go-style strings (``"25s"``, ``"5m"``, ``"1h30m"``).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from livehub.centrifugo_keys import CENTRIFUGO_KEYS
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -40,7 +58,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 class Section(BaseModel):
-    """Unknown keys are kept (a Centrifugo config may carry them) and reported, not fatal."""
+    """Unknown keys are kept here, and :func:`config_problems` refuses them by name."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -58,6 +76,13 @@ class TokenSettings(Section):
     audience: str = ""
     issuer: str = ""
     user_id_claim: str = "sub"
+
+    @property
+    def has_key(self) -> bool:
+        """Can tokens be verified at all (some key or a JWKS endpoint is configured)?"""
+        return bool(
+            self.hmac_secret_key or self.rsa_public_key or self.ecdsa_public_key or self.jwks_public_endpoint
+        )
 
 
 class SubscriptionTokenSettings(Section):
@@ -122,6 +147,9 @@ class ClientSettings(Section):
 
 
 class NamespaceOptions(Section):
+    #: Channel names of the namespace (the part after ``ns:``) must match this regular
+    #: expression, else error 107 (bad request), as Centrifugo checks it. Empty: no check.
+    channel_regex: str = ""
     presence: bool = False
     join_leave: bool = False
     force_push_join_leave: bool = False
@@ -150,6 +178,17 @@ class NamespaceOptions(Section):
     @property
     def history_enabled(self) -> bool:
         return self.history_size > 0 and self.history_ttl > 0
+
+    @model_validator(mode="after")
+    def _regex_compiles(self) -> NamespaceOptions:
+        if self.channel_regex:
+            try:
+                re.compile(self.channel_regex)
+            except re.error as exc:
+                raise ValueError(
+                    f"channel_regex {self.channel_regex!r} is not a regular expression: {exc}"
+                ) from None
+        return self
 
 
 class Namespace(NamespaceOptions):
@@ -180,14 +219,182 @@ class WebSocketSettings(Section):
     handler_prefix: str = "/connection/websocket"
 
 
+class TlsSettings(Section):
+    """Centrifugo's ``http_server.tls``: ``cert_pem``/``key_pem`` are a file path or the PEM itself."""
+
+    enabled: bool = False
+    cert_pem: str = ""
+    key_pem: str = ""
+
+    @model_validator(mode="after")
+    def _both_given(self) -> TlsSettings:
+        if self.enabled and not (self.cert_pem and self.key_pem):
+            raise ValueError("tls.enabled needs cert_pem and key_pem (file paths or PEM text)")
+        return self
+
+    def files(self) -> tuple[str, str]:
+        """(certificate file, key file) for the server; PEM text is written to private temp files."""
+        return _pem_file(self.cert_pem, "cert"), _pem_file(self.key_pem, "key")
+
+
+def _pem_file(value: str, what: str) -> str:
+    if "-----BEGIN" not in value:
+        if not Path(value).is_file():
+            raise ConfigError(f"http_server.tls.{what}_pem: no such file {value!r}")
+        return value
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix=f"livehub-{what}-", suffix=".pem")  # mode 0600
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return path
+
+
 class HttpServerSettings(Section):
     address: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    tls: TlsSettings = TlsSettings()
+
+
+class RedisOptions(Section):
+    """Centrifugo's ``engine.redis`` (and ``broker.redis``, ``presence_manager.redis``)."""
+
+    #: ``host:port`` or ``redis://…``/``rediss://…`` URLs; several are shards.
+    address: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = [
+        "redis://127.0.0.1:6379"
+    ]
+    #: One node of a Redis Cluster (instead of ``address``).
+    cluster_address: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = []
+    #: Key and channel prefix; livehub's default differs from Centrifugo's (``centrifugo``)
+    #: because the two do not share a Redis layout.
+    prefix: str = "livehub"
+    db: Annotated[int, Field(ge=0)] = 0
+    user: str = ""
+    password: str = ""
+    connect_timeout: Duration = 1.0
+    io_timeout: Duration = 4.0
+    presence_ttl: Duration = 60.0
+    tls: Enabled = Enabled()
+
+    def url(self) -> str:
+        """The livehub engine URL (``redis://…?prefix=…``) these options describe."""
+        if self.cluster_address:
+            if len(self.cluster_address) > 1:
+                raise ValueError("redis.cluster_address: livehub takes one node of the cluster")
+            addresses, extra = self.cluster_address, {"cluster": "1"}
+        else:
+            addresses, extra = self.address, {}
+        if not addresses:
+            raise ValueError("redis.address is empty")
+        query = {
+            "prefix": self.prefix,
+            "connect_timeout": f"{self.connect_timeout:g}s",
+            "io_timeout": f"{self.io_timeout:g}s",
+            "presence_ttl": f"{self.presence_ttl:g}s",
+            **extra,
+        }
+        qs = "&".join(f"{k}={quote(v, safe='')}" for k, v in query.items())
+        scheme = "rediss" if self.tls.enabled else "redis"
+        auth = ""
+        if self.user or self.password:
+            auth = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}@"
+        urls = []
+        for address in addresses:
+            if "://" in address:
+                parts = urlsplit(address)
+                if parts.path in ("", "/"):  # no database in the URL: engine.redis.db
+                    address = parts._replace(path=f"/{self.db}").geturl()
+                sep = "&" if parts.query else "?"
+                urls.append(f"{address}{sep}{qs}")
+            else:
+                urls.append(f"{scheme}://{auth}{address}/{self.db}?{qs}")
+        return ",".join(urls)
+
+
+class NatsOptions(Section):
+    """Centrifugo's ``broker.nats``."""
+
+    url: str = "nats://127.0.0.1:4222"
+    prefix: str = "livehub"
+    dial_timeout: Duration = 1.0
 
 
 class EngineSettings(Section):
-    #: ``memory://`` keeps everything in this process.
-    url: str = "memory://"
+    """Centrifugo's ``engine.type`` + ``engine.redis``, or livehub's ``url`` (which says both)."""
+
+    #: ``memory://`` keeps everything in this process; ``redis://host:6379`` (several: shards),
+    #: ``nats://host:4222``. Empty: from ``type``, ``broker`` and ``presence_manager``.
+    url: str = ""
+    type: Literal["", "memory", "redis"] = ""
+    redis: RedisOptions = RedisOptions()
+
+
+class BrokerSettings(Section):
+    enabled: bool = False
+    type: Literal["memory", "redis", "nats"] = "memory"
+    redis: RedisOptions = RedisOptions()
+    nats: NatsOptions = NatsOptions()
+
+
+class PresenceManagerSettings(Section):
+    enabled: bool = False
+    type: Literal["memory", "redis"] = "memory"
+    redis: RedisOptions = RedisOptions()
+
+
+class AdminSettings(Section):
+    """The admin page (``livehub.admin``): a password to sign in, a secret to sign its tokens."""
+
+    enabled: bool = False
+    password: str = ""
+    secret: str = ""
+    #: No sign-in at all: only behind a firewall.
+    insecure: bool = False
+    handler_prefix: str = "/admin"
+    #: Centrifugo's choice of port; livehub serves everything on one port, so any value is honoured.
+    external: bool = False
+
+    @model_validator(mode="after")
+    def _can_sign_in(self) -> AdminSettings:
+        if self.enabled and not self.insecure and not (self.password and self.secret):
+            raise ValueError("admin.enabled needs admin.password and admin.secret (or admin.insecure)")
+        return self
+
+
+class PrometheusSettings(Section):
+    #: On by default in livehub (Centrifugo: off): ``/metrics`` in Prometheus text format.
+    enabled: bool = True
+    handler_prefix: str = "/metrics"
+
+
+class HealthSettings(Section):
+    #: On by default in livehub (Centrifugo: off): ``/health`` (alive) and ``/health/ready``
+    #: (503 while the engine is unreachable).
+    enabled: bool = True
+    handler_prefix: str = "/health"
+
+
+LogLevel = Literal["none", "trace", "debug", "info", "warn", "warning", "error"]
+
+
+class LogSettings(Section):
+    level: LogLevel = "info"
+    #: A file to append logs to; empty: standard error.
+    file: str = ""
+    #: livehub's addition: ``json`` writes one JSON object per line.
+    format: Literal["text", "json"] = "text"
+
+
+class NodeSettings(Section):
+    #: This node's name in ``info`` (default: ``host_port``).
+    name: str = ""
+
+
+class DemosSettings(Section):
+    """livehub's own: the demo pages, their RPCs and the seed endpoints (``/ws``, ``/chat``,
+    ``/echo``). Off unless asked for (``--demos``): their token route lets anyone in as anyone."""
+
+    enabled: bool = False
 
 
 class Settings(BaseSettings):
@@ -201,6 +408,14 @@ class Settings(BaseSettings):
     websocket: WebSocketSettings = WebSocketSettings()
     http_server: HttpServerSettings = HttpServerSettings()
     engine: EngineSettings = EngineSettings()
+    broker: BrokerSettings = BrokerSettings()
+    presence_manager: PresenceManagerSettings = PresenceManagerSettings()
+    admin: AdminSettings = AdminSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
+    health: HealthSettings = HealthSettings()
+    log: LogSettings = LogSettings()
+    node: NodeSettings = NodeSettings()
+    demos: DemosSettings = DemosSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -212,7 +427,27 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The environment wins over the config file, which arrives as init kwargs.
-        return env_settings, init_settings
+        return EnvironmentSource(settings_cls), init_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _namespace_environment(cls, data: Any) -> Any:
+        """``CENTRIFUGO_CHANNEL_NAMESPACES_<NAME>_<OPTION>`` for every namespace, from the
+        file or the environment alike (only here are both known)."""
+        if isinstance(data, dict):
+            apply_namespace_env(data, os.environ)
+        return data
+
+    @model_validator(mode="after")
+    def _engine_url(self) -> Settings:
+        derived = _engine_url_from_sections(self)
+        if not self.engine.url:
+            self.engine.url = derived or "memory://"
+        elif derived and derived != self.engine.url and not _engine_url_from_env():
+            raise ValueError(
+                "engine.url and engine.type/broker/presence_manager both name an engine: keep one"
+            )
+        return self
 
     def namespace(self, name: str) -> NamespaceOptions | None:
         if not name:
@@ -222,24 +457,217 @@ class Settings(BaseSettings):
                 return ns
         return None
 
-    def unknown_keys(self) -> list[str]:
-        """Dotted names of keys this version does not use, to report at start."""
-        found: list[str] = []
 
-        def walk(model: BaseModel, prefix: str) -> None:
-            for key in model.model_extra or {}:
-                found.append(prefix + key)
-            for name in type(model).model_fields:
-                value = getattr(model, name)
-                if isinstance(value, BaseModel):
-                    walk(value, f"{prefix}{name}.")
-                elif isinstance(value, list):
-                    for i, item in enumerate(value):
-                        if isinstance(item, BaseModel):
-                            walk(item, f"{prefix}{name}[{i}].")
+def _engine_url_from_env() -> bool:
+    """An engine URL in livehub's variable wins over the file's sections (``serve --engine``
+    passes its choice to ``--workers`` that way)."""
+    return bool(os.environ.get("LIVEHUB_ENGINE__URL"))
 
-        walk(self, "")
-        return found
+
+def _engine_url_from_sections(settings: Settings) -> str:
+    """The engine URL that Centrifugo's ``engine`` / ``broker`` / ``presence_manager`` name,
+    or "" when they name none. livehub runs the broker and presence on one engine, so a
+    presence manager apart from the broker is refused."""
+    engine, broker, presence = settings.engine, settings.broker, settings.presence_manager
+    if engine.type and (broker.enabled or presence.enabled):
+        raise ValueError("engine.type and broker/presence_manager: Centrifugo takes one or the other")
+    if engine.type:
+        return engine.redis.url() if engine.type == "redis" else "memory://"
+    if not (broker.enabled or presence.enabled):
+        return ""
+    kind = broker.type if broker.enabled else "memory"
+    if kind == "redis":
+        url = broker.redis.url()
+    elif kind == "nats":
+        url = broker.nats.url + f"?prefix={quote(broker.nats.prefix, safe='')}"
+        url += f"&connect_timeout={broker.nats.dial_timeout:g}s"
+    else:
+        url = "memory://"
+    if presence.enabled and presence.type != "memory":
+        same = kind == "redis" and presence.redis.url().split("?")[0] == url.split("?")[0]
+        if not same:
+            raise ValueError(
+                "presence_manager: livehub keeps presence on the broker's engine; use the same "
+                "Redis for both (or engine.type: redis)"
+            )
+    elif presence.enabled and kind == "redis":
+        raise ValueError("presence_manager.type memory with a Redis broker: livehub keeps presence on Redis")
+    return url
+
+
+# -- the environment
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = getattr(annotation, "__origin__", None)
+    if origin is Annotated:
+        return _is_list(annotation.__args__[0])
+    return origin is list
+
+
+def _leaves(model: type[BaseModel], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Every setting below ``model``: its path -> its annotation (lists of sections excluded)."""
+    found: dict[tuple[str, ...], Any] = {}
+    for name, field in model.model_fields.items():
+        sub = _model_of(field.annotation)
+        if sub is not None:
+            found.update(_leaves(sub, (*path, name)))
+        elif name != "namespaces":
+            found[(*path, name)] = field.annotation
+    return found
+
+
+def _env_value(raw: str, annotation: Any, name: str) -> Any:
+    """A list from a JSON array or space-separated words; anything else as given."""
+    if not _is_list(annotation):
+        return raw
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: not a JSON list ({exc}); or give the items space-separated") from None
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}: expected a list")
+        return value
+    return text.split() if text else []
+
+
+def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        nested = data.get(part)
+        if not isinstance(nested, dict):
+            nested = data[part] = {}
+        data = nested
+    data[path[-1]] = value
+
+
+def _namespaces_from_env(raw: str, name: str) -> list[Any]:
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: not a JSON list of namespaces ({exc})") from None
+        if not isinstance(value, list):
+            raise ConfigError(f"{name}: expected a list of namespaces")
+        return value
+    return [{"name": n} for n in text.split()]
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings ``CENTRIFUGO_*`` and then ``LIVEHUB_*`` variables give, as nested keys."""
+    data: dict[str, Any] = {}
+    leaves = _leaves(Settings)
+    for path, annotation in leaves.items():
+        name = "CENTRIFUGO_" + "_".join(path).upper()
+        if name in environ:
+            _put(data, path, _env_value(environ[name], annotation, name))
+    if "CENTRIFUGO_CHANNEL_NAMESPACES" in environ:
+        raw = environ["CENTRIFUGO_CHANNEL_NAMESPACES"]
+        _put(data, ("channel", "namespaces"), _namespaces_from_env(raw, "CENTRIFUGO_CHANNEL_NAMESPACES"))
+    for name, raw in environ.items():
+        if not name.upper().startswith("LIVEHUB_") or "__" not in name:
+            continue
+        path = tuple(part.lower() for part in name[len("LIVEHUB_") :].split("__"))
+        if path == ("channel", "namespaces"):
+            _put(data, path, _namespaces_from_env(raw, name))
+        elif path in leaves:
+            _put(data, path, _env_value(raw, leaves[path], name))
+        elif path[0] in Settings.model_fields:
+            known = ["LIVEHUB_" + "__".join(p).upper() for p in leaves]
+            hint = difflib.get_close_matches(name.upper(), known, n=1)
+            raise ConfigError(f"{name}: no such setting" + (f"; did you mean {hint[0]}?" if hint else ""))
+    return data
+
+
+def apply_namespace_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """``CENTRIFUGO_CHANNEL_NAMESPACES_<NAME>_<OPTION>`` into the namespaces of ``data``
+    (the name upper-cased, ``.`` and ``-`` as ``_``, as Centrifugo spells it)."""
+    channel = data.get("channel")
+    namespaces = channel.get("namespaces") if isinstance(channel, dict) else None
+    if not isinstance(namespaces, list):
+        return
+    options = _leaves(Namespace)
+    for i, ns in enumerate(namespaces):
+        if not isinstance(ns, dict) or not isinstance(ns.get("name"), str):
+            continue
+        prefix = "CENTRIFUGO_CHANNEL_NAMESPACES_" + re.sub(r"[.-]", "_", ns["name"]).upper() + "_"
+        found = {}
+        for path, annotation in options.items():
+            name = prefix + "_".join(path).upper()
+            if name in environ and path != ("name",):
+                found[path[0]] = _env_value(environ[name], annotation, name)
+        if found:
+            namespaces[i] = {**ns, **found}
+
+
+def unknown_env_vars(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """``CENTRIFUGO_*`` variables that name no setting livehub reads (reported, not fatal)."""
+    environ = os.environ if environ is None else environ
+    known = {"CENTRIFUGO_" + "_".join(p).upper() for p in _leaves(Settings)}
+    known.add("CENTRIFUGO_CHANNEL_NAMESPACES")
+    for ns in settings.channel.namespaces:
+        prefix = "CENTRIFUGO_CHANNEL_NAMESPACES_" + re.sub(r"[.-]", "_", ns.name).upper() + "_"
+        known.update(prefix + "_".join(p).upper() for p in _leaves(Namespace))
+    return sorted(n for n in environ if n.startswith("CENTRIFUGO_") and n not in known)
+
+
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """``CENTRIFUGO_*`` and ``LIVEHUB_*`` variables (see the module docstring)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole environment at once
+
+    def __call__(self) -> dict[str, Any]:
+        return env_overrides(os.environ)
+
+
+# -- refusing what livehub would not honour
+
+
+def _is_off(value: Any) -> bool:
+    """A Centrifugo option livehub lacks is honoured when the config switches it off."""
+    if isinstance(value, dict):
+        return value.get("enabled") is False or all(_is_off(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_is_off(v) for v in value)
+    return value is None or value is False or value == 0 or value == ""
+
+
+def config_problems(settings: Settings) -> list[str]:
+    """Every key livehub would not honour, one message each (empty: all is honoured)."""
+    problems: list[str] = []
+
+    def walk(model: BaseModel, path: str, section: str) -> None:
+        for key, value in (model.model_extra or {}).items():
+            where = f"{path}{key}"
+            centrifugo = CENTRIFUGO_KEYS.get(section, frozenset())
+            if key in centrifugo:
+                if not _is_off(value):
+                    problems.append(
+                        f"{where}: Centrifugo's option, not supported by livehub: remove it "
+                        "(or switch it off)"
+                    )
+                continue
+            known = set(type(model).model_fields) | centrifugo
+            hint = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            problems.append(f"{where}: unknown key" + (f"; did you mean {path}{hint[0]}?" if hint else ""))
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                walk(value, f"{path}{name}.", f"{section}.{name}".lstrip("."))
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    if isinstance(item, BaseModel):
+                        walk(item, f"{path}{name}[{i}].", f"{section}.{name}[]".lstrip("."))
+
+    walk(settings, "", "")
+    return problems
 
 
 class ConfigError(Exception):
@@ -269,14 +697,21 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_settings(path: str | Path | None = None) -> Settings:
-    """Config file (optional) + environment; raises ConfigError naming the bad key."""
+    """Config file (optional) + environment; raises ConfigError naming every key that is bad,
+    unknown, or a Centrifugo option livehub cannot honour."""
     data = read_config_file(path) if path else {}
+    where = f"{path}: " if path else ""
     try:
-        return Settings(**data)
+        settings = Settings(**data)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             key = ".".join(str(part) for part in err["loc"])
             lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
-        where = f"{path}: " if path else ""
         raise ConfigError(f"{where}invalid configuration:\n" + "\n".join(lines)) from None
+    problems = config_problems(settings)
+    if problems:
+        raise ConfigError(f"{where}keys livehub would not honour:\n" + "\n".join(f"  {p}" for p in problems))
+    return settings

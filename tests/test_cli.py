@@ -355,17 +355,74 @@ def test_checkconfig_names_the_bad_key(tmp_path: Path) -> None:
     assert done.returncode == 2 and "cannot read" in done.stderr
 
 
-def test_checkconfig_warns_about_unknown_keys(tmp_path: Path) -> None:
+def test_checkconfig_refuses_typos_with_a_suggestion(tmp_path: Path) -> None:
+    path = tmp_path / "typos.json"
+    path.write_text(
+        '{"client": {"token": {"hmac_secert_key": "s"}}, "http_api": {"key": "k"},'
+        ' "channel": {"namespaces": [{"name": "chat", "histroy_size": 10}]}}'
+    )
+    done = livehub("checkconfig", str(path))
+    assert done.returncode == 2, done.stderr
+    assert "config is valid" not in done.stdout
+    assert (
+        "client.token.hmac_secert_key: unknown key; did you mean client.token.hmac_secret_key?" in done.stderr
+    )
+    assert "channel.namespaces[0].histroy_size: unknown key; did you mean" in done.stderr
+    assert "channel.namespaces[0].history_size?" in done.stderr
+
+
+def test_checkconfig_refuses_centrifugo_options_livehub_lacks_unless_off(tmp_path: Path) -> None:
     path = tmp_path / "centrifugo.json"
     path.write_text(
+        '{"client": {"token": {"hmac_secret_key": "s"}, "proxy": {"connect": {"enabled": true}}},'
+        ' "http_api": {"key": "k"}, "sse": {"enabled": true}}'
+    )
+    done = livehub("checkconfig", str(path))
+    assert done.returncode == 2
+    assert "sse: Centrifugo's option, not supported by livehub" in done.stderr
+    assert "client.proxy: Centrifugo's option, not supported by livehub" in done.stderr
+
+    path.write_text(
         '{"client": {"token": {"hmac_secret_key": "s"}}, "http_api": {"key": "k"},'
-        ' "log": {"level": "debug"}, "admin": {"enabled": true}}'
+        ' "log": {"level": "debug"}, "sse": {"enabled": false},'
+        ' "grpc_api": {"enabled": false, "port": 10000},'
+        ' "usage_stats": {"enabled": false}, "admin": {"enabled": true, "password": "p", "secret": "s"}}'
     )
     done = livehub("checkconfig", str(path))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "config is valid\n"
-    assert "warning: log: not used" in done.stderr
-    assert "warning: admin: not used" in done.stderr
+
+
+def test_serve_refuses_a_typo_before_listening(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "client:\n  insecure: true\nengine:\n  type: redis\n  redis:\n    adress: 127.0.0.1:6379\n"
+    )
+    done = livehub("serve", "--config", str(path), "--port", str(free_port()), timeout=30)
+    assert done.returncode == 2
+    assert "engine.redis.adress: unknown key; did you mean engine.redis.address?" in done.stderr
+
+
+def test_a_list_in_a_livehub_variable_is_json_or_words_and_an_error_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text('{"client": {"insecure": true}}')
+    env = {**ENV, "LIVEHUB_CLIENT__ALLOWED_ORIGINS": "[not json"}
+    done = subprocess.run(
+        [sys.executable, "-m", "livehub", "checkconfig", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "LIVEHUB_CLIENT__ALLOWED_ORIGINS: not a JSON list" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 3
+
+
+def test_version_flag() -> None:
+    done = livehub("--version")
+    assert done.returncode == 0
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*\n", done.stdout)
 
 
 # -- bench

@@ -30,6 +30,8 @@ from tests.servers import serve
 CONFIG = """
 [client]
 insecure = true
+[demos]
+enabled = true  # the seed's /ws is another WebSocket path of the app
 [channel.without_namespace]
 history_size = 10
 history_ttl = "60s"

@@ -1,4 +1,4 @@
-"""The seed's endpoints behave exactly as the FastAPI tutorial wrote them."""
+"""The seed's endpoints behave exactly as the FastAPI tutorial wrote them (they come with the demos)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.servers import ROOT, serve
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    with TestClient(create_app(Settings())) as c:
+    with TestClient(create_app(Settings(), demos=True)) as c:
         yield c
 
 
@@ -47,6 +47,14 @@ def test_home_page(client: TestClient) -> None:
     response = client.get("/")
     assert response.status_code == 200
     assert "/connection/websocket" in response.text
+
+
+def test_without_the_demos_there_are_no_seed_endpoints() -> None:
+    with TestClient(create_app(Settings(client={"insecure": True}))) as c:
+        assert c.get("/").status_code == 200
+        for path in ("/ws", "/chat", "/echo"):
+            with pytest.raises(WebSocketDisconnect), c.websocket_connect(path):
+                pass
 
 
 @pytest.fixture(scope="module")

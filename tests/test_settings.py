@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from livehub.settings import ConfigError, load_settings, parse_duration
+from livehub.settings import ConfigError, config_problems, load_settings, parse_duration
 from tests.servers import ROOT
 
 
@@ -37,7 +37,8 @@ def test_centrifugo_json_config_is_read(tmp_path: Path) -> None:
     assert s.namespace("chat") is not None and s.namespace("chat").join_leave  # type: ignore[union-attr]
     assert s.namespace("nope") is None
     assert s.http_api.key == "k"
-    assert s.unknown_keys() == ["log"]
+    assert config_problems(s) == []
+    assert s.log.level == "debug"
 
 
 def test_toml_and_yaml(tmp_path: Path) -> None:
@@ -110,4 +111,33 @@ def test_serve_with_unknown_engine_exits_2() -> None:
 def test_pong_timeout_must_be_shorter_than_ping_interval(tmp_path: Path) -> None:
     path = write(tmp_path, "c.json", '{"client": {"ping_interval": "5s", "pong_timeout": "5s"}}')
     with pytest.raises(ConfigError, match=r"client: .*pong_timeout must be shorter"):
+        load_settings(path)
+
+
+def test_a_bad_channel_regex_and_two_engines_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "c.json", '{"channel": {"namespaces": [{"name": "ns", "channel_regex": "(["}]}}')
+    with pytest.raises(ConfigError, match=r"channel\.namespaces\.0.*channel_regex"):
+        load_settings(path)
+    path = write(tmp_path, "e.json", '{"engine": {"url": "memory://", "type": "redis"}}')
+    with pytest.raises(ConfigError, match="both name an engine"):
+        load_settings(path)
+
+
+def test_lists_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "c.json", '{"channel": {"namespaces": [{"name": "chat-room"}]}}')
+    monkeypatch.setenv("LIVEHUB_CLIENT__ALLOWED_ORIGINS", "https://a https://b")
+    monkeypatch.setenv("CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_ROOM_PRESENCE", "true")
+    s = load_settings(path)
+    assert s.client.allowed_origins == ["https://a", "https://b"]
+    assert s.namespace("chat-room").presence  # type: ignore[union-attr]
+    monkeypatch.setenv(
+        "CENTRIFUGO_CHANNEL_NAMESPACES", '[{"name": "feed", "history_size": 5, "history_ttl": "1m"}]'
+    )
+    s = load_settings(path)
+    assert [ns.name for ns in s.channel.namespaces] == ["feed"]
+    assert s.namespace("feed").history_enabled  # type: ignore[union-attr]
+    monkeypatch.setenv("LIVEHUB_CLIENT__INSECUR", "true")
+    with pytest.raises(
+        ConfigError, match="LIVEHUB_CLIENT__INSECUR: no such setting; did you mean LIVEHUB_CLIENT__INSECURE"
+    ):
         load_settings(path)

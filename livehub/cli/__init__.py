@@ -6,8 +6,11 @@ checkconfig), ``bench`` (bench), ``codegen`` (codegen ts); ``common`` holds what
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from livehub import __version__
 from livehub.cli import bench, client, codegen, config, serve, tokens
 from livehub.cli.serve import bind_sockets
 from livehub.serving import DrainingServer
@@ -25,6 +28,22 @@ app = typer.Typer(
 )
 for module in (serve, client, tokens, config, bench, codegen):  # the order of `livehub --help`
     app.add_typer(module.commands)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """livehub: real-time messaging server, Centrifugo-compatible."""
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from rich.markup import escape
 from livehub import __version__
 from livehub.cli.common import err, fail, read_settings
 from livehub.engines import engine_from_url
+from livehub.settings import ConfigError, unknown_env_vars
 
 commands = typer.Typer()
 
@@ -36,8 +37,9 @@ _SUFFIXES = {
 _HEADER = """livehub configuration (Centrifugo v6 key names: a Centrifugo config runs unchanged).
 Run:   livehub serve --config {name}
 Check: livehub checkconfig {name}
-Every setting and its default: livehub/settings.py. LIVEHUB_CLIENT__INSECURE=true style
-environment variables override this file. Keep this file secret: it holds the keys."""
+Every setting and its default: livehub/settings.py. Environment variables override this file,
+spelled as Centrifugo's (CENTRIFUGO_CLIENT_INSECURE=true) or livehub's (LIVEHUB_CLIENT__INSECURE=true).
+Keep this file secret: it holds the keys."""
 
 _COMMENTS = {
     "http_server": "Where `livehub serve` listens (--host and --port override it).",
@@ -218,22 +220,26 @@ def checkconfig(
 ) -> None:
     """Check a config file: exit 0 if `livehub serve` would accept it, 2 if not.
 
-    Reads FILE (and the LIVEHUB_* environment overrides) as `livehub serve --config FILE`
-    does. A bad value is reported with the key it is under. Keys livehub does not use (a
-    Centrifugo config may have many) are listed as warnings and do not fail the check.
+    Reads FILE (and the CENTRIFUGO_* and LIVEHUB_* environment overrides) as `livehub serve
+    --config FILE` does. Every key is honoured or refused: a bad value, an unknown key (with
+    a suggestion for a typo) and a Centrifugo option livehub does not support (unless the
+    file switches it off) each fail the check, named by their key.
     """
     settings = read_settings(file)
     try:
         engine_from_url(settings.engine.url)
-    except ValueError as exc:
-        fail(f"{file}: engine.url: {exc}", 2)
-    for key in settings.unknown_keys():
+        if settings.http_server.tls.enabled:
+            settings.http_server.tls.files()
+    except (ValueError, ConfigError) as exc:
+        fail(f"{file}: engine: {exc}" if isinstance(exc, ValueError) else f"{exc}", 2)
+    for name in unknown_env_vars(settings):
         err.print(
-            f"[yellow]warning:[/yellow] {escape(key)}: not used by livehub {__version__}; ignored",
+            f"[yellow]warning:[/yellow] environment variable {escape(name)} is not a setting "
+            f"livehub {__version__} reads; ignored",
             highlight=False,
         )
     client = settings.client
-    if not (client.token.hmac_secret_key or client.token.rsa_public_key or client.token.ecdsa_public_key):
+    if not client.token.has_key:
         if not (client.insecure or client.allow_anonymous_connect_without_token):
             err.print(
                 "[yellow]warning:[/yellow] client.token has no key and anonymous access is off: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,9 @@ import typer
 from livehub import __version__
 from livehub.cli.common import err, read_settings
 from livehub.engines import engine_from_url
+from livehub.logs import BANNER, LEVELS, configure_logging
 from livehub.serving import CONFIG_ENV, draining_server, node_name, run_workers
+from livehub.settings import ConfigError, Settings, TlsSettings, unknown_env_vars
 
 commands = typer.Typer()
 
@@ -53,7 +56,9 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
     "    livehub genconfig && livehub serve --config config.json\n\n"
     "    livehub serve --config config.toml --host 0.0.0.0 --port 8000\n\n"
     "    livehub serve --config config.toml --engine redis://127.0.0.1:6379 --workers 4\n\n"
-    "    LIVEHUB_CLIENT__INSECURE=true livehub serve    # development: no tokens needed"
+    "    livehub serve --config config.toml --tls-cert cert.pem --tls-key key.pem\n\n"
+    "    livehub serve --demos --log-format json\n\n"
+    "    CENTRIFUGO_CLIENT_INSECURE=true livehub serve    # development: no tokens needed"
 )
 def serve(
     config: Annotated[
@@ -66,7 +71,29 @@ def serve(
     engine: Annotated[
         str | None, typer.Option(help="Engine URL, e.g. memory:// (default: memory://).")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            help="none, trace, debug, info, warn or error (default: log.level, info).", show_default=False
+        ),
+    ] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="text or json: one JSON object per line (default: log.format).")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Serve HTTPS/WSS with this PEM certificate (http_server.tls.cert_pem)."),
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's PEM private key.")] = None,
+    demos: Annotated[
+        bool | None,
+        typer.Option(
+            "--demos/--no-demos",
+            help="Serve the demo pages, their RPCs and the seed endpoints /ws /chat /echo "
+            "(default: demos.enabled). Development only: their token route lets anyone in.",
+            show_default=False,
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -76,7 +103,8 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Run the livehub server: the client endpoint /connection/websocket and the demo pages.
+    """Run the livehub server: the client endpoint /connection/websocket, the server API,
+    /metrics, /health and /health/ready (and the admin page, the demos when enabled).
 
     Several processes act as one hub when they share a Redis or NATS engine: --workers N
     on one port, or several `livehub serve` on different ports or machines. Publications,
@@ -85,10 +113,28 @@ def serve(
     settings = read_settings(config)
     if engine:
         settings.engine.url = engine
+    if (tls_cert is None) != (tls_key is None):
+        err.print("[red]error:[/red] --tls-cert and --tls-key go together")
+        raise typer.Exit(2)
+    if tls_cert is not None and tls_key is not None:
+        settings.http_server.tls = TlsSettings(enabled=True, cert_pem=str(tls_cert), key_pem=str(tls_key))
+    if demos is not None:
+        settings.demos.enabled = demos
+    if log_format is not None:
+        if log_format not in ("text", "json"):
+            err.print(f"[red]error:[/red] --log-format {log_format}: text or json")
+            raise typer.Exit(2)
+        settings.log.format = log_format  # type: ignore[assignment]
+    level = log_level or settings.log.level
+    if level.lower() not in LEVELS:
+        err.print(f"[red]error:[/red] --log-level {level}: one of {', '.join(LEVELS)}")
+        raise typer.Exit(2)
     try:
         engine_from_url(settings.engine.url)
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] engine: {exc}")
+        if settings.http_server.tls.enabled:
+            settings.http_server.tls.files()
+    except (ValueError, ConfigError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     if workers > 1 and urlsplit(settings.engine.url.split(",")[0].strip()).scheme == "memory":
         err.print(
@@ -98,30 +144,74 @@ def serve(
             highlight=False,
         )
         raise typer.Exit(2)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("livehub")
-    for key in settings.unknown_keys():
-        log.warning("config key %r is not used by livehub %s; ignored", key, __version__)
+    configure_logging(level, settings.log.format, settings.log.file)
     from livehub.app import create_app
 
     host = host or settings.http_server.address
     port = settings.http_server.port if port is None else port
     if workers > 1:
         sockets = bind_sockets(host, port)
-        log.info("livehub %s listening on %s port %d", __version__, host, sockets[0].getsockname()[1])
+        banner(settings, host, sockets[0].getsockname()[1], workers)
         # each worker builds its app from the same settings, passed through the environment
         if config is not None:
             os.environ[CONFIG_ENV] = str(config.resolve())
         else:
             os.environ.pop(CONFIG_ENV, None)
         os.environ["LIVEHUB_ENGINE__URL"] = settings.engine.url
-        raise typer.Exit(run_workers(workers, sockets, log_level))
+        os.environ["LIVEHUB_LOG__FORMAT"] = settings.log.format
+        os.environ["LIVEHUB_DEMOS__ENABLED"] = str(settings.demos.enabled).lower()
+        tls = settings.http_server.tls
+        if tls.enabled:
+            os.environ["LIVEHUB_HTTP_SERVER__TLS__ENABLED"] = "true"
+            os.environ["LIVEHUB_HTTP_SERVER__TLS__CERT_PEM"] = tls.cert_pem
+            os.environ["LIVEHUB_HTTP_SERVER__TLS__KEY_PEM"] = tls.key_pem
+        raise typer.Exit(run_workers(workers, sockets, level))
     app = create_app(settings)
     sockets = bind_sockets(host, port)
-    log.info("livehub %s listening on %s port %d", __version__, host, sockets[0].getsockname()[1])
-    app.state.node.name = node_name(sockets[0].getsockname()[1])
-    server = draining_server(app, app.state.node, log_level)
+    bound = sockets[0].getsockname()[1]
+    banner(settings, host, bound, workers)
+    app.state.node.name = settings.node.name or node_name(bound)
+    server = draining_server(app, app.state.node, level)
     server.run(sockets=sockets)  # uvicorn picks the loop: uvloop when installed
+
+
+def _redacted(url: str) -> str:
+    """An engine URL without its password."""
+    return re.sub(r"(://[^:/@,]*:)[^@/,]*@", r"\1***@", url)
+
+
+def banner(settings: Settings, host: str, port: int, workers: int) -> None:
+    """What runs where, and every setting that is unsafe in production, at start."""
+    log = logging.getLogger(BANNER)
+    scheme = "https" if settings.http_server.tls.enabled else "http"
+    shown = f"[{host}]" if ":" in host else host
+    base = f"{scheme}://{shown}:{port}"
+    log.info(
+        "livehub %s, engine %s, listening on %s (clients: %s%s)%s",
+        __version__,
+        _redacted(settings.engine.url),
+        base,
+        base.replace("http", "ws", 1),
+        settings.websocket.handler_prefix,
+        f", {workers} workers" if workers > 1 else "",
+    )
+    warnings = []
+    if settings.client.insecure:
+        warnings.append("client.insecure is on: anyone may connect as anyone and use every channel")
+    if settings.http_api.insecure:
+        warnings.append("http_api.insecure is on: the server API answers without a key")
+    if settings.admin.enabled and settings.admin.insecure:
+        warnings.append("admin.insecure is on: the admin page needs no password")
+    if settings.demos.enabled:
+        warnings.append("the demos are on: their token route lets anyone connect as any user")
+    if not settings.client.token.has_key and not (
+        settings.client.insecure or settings.client.allow_anonymous_connect_without_token
+    ):
+        warnings.append("client.token has no key and anonymous access is off: no client can connect")
+    for name in unknown_env_vars(settings):
+        warnings.append(f"environment variable {name} is not a setting livehub reads; ignored")
+    for text in warnings:
+        log.warning("%s", text)
 
 
 @commands.command(epilog="Example:\n\n    livehub version")

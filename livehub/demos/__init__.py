@@ -1,4 +1,4 @@
-"""The demo pages that ``make run`` shows at ``/`` (``livehub serve`` in ``client.insecure`` mode).
+"""The demo pages that ``make run`` shows at ``/`` (``livehub serve --demos``, or ``demos.enabled``).
 
 Each demo is a small module that uses only livehub's public API (:class:`~livehub.Hub`)
 on the server, and a page that uses the official ``centrifuge`` SDK in the browser

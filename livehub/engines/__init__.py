@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -22,6 +23,12 @@ __all__ = [
 SUPPORTED = ("memory://", "redis://", "rediss://", "nats://")
 
 
+def _needs(module: str, extra: str, name: str) -> None:
+    """The engine's client library is an extra: say which, instead of an ImportError deep inside."""
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"the {name} engine needs the {module!r} package: pip install 'livehub[{extra}]'")
+
+
 def engine_from_url(url: str | Sequence[str]) -> tuple[Broker, PresenceManager]:
     """Build the broker and presence manager an engine URL names; ValueError if unknown.
 
@@ -32,10 +39,12 @@ def engine_from_url(url: str | Sequence[str]) -> tuple[Broker, PresenceManager]:
     urls = split_urls(url)
     schemes = {urlsplit(u).scheme for u in urls}
     if schemes <= {"redis", "rediss"}:
+        _needs("redis", "redis", "Redis")
         from livehub.engines.redis import from_url as redis_engine
 
         return redis_engine(urls)
     if schemes == {"nats"}:
+        _needs("nats", "nats", "NATS")
         from livehub.engines.nats import from_url as nats_engine
 
         return nats_engine(urls)
