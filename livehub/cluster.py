@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from livehub.control import InstantCommand, command_from_wire
+from livehub.control import InstantControlCommand, command_from_wire
 from livehub.engines.base import EngineUnavailable, PresenceEntry
 from livehub.engines.memory import MemoryBroker, MemoryPresenceManager
 from livehub.models import StreamPosition
@@ -182,7 +182,7 @@ class Cluster:
             if not isinstance(message, dict) or message.get("n") == self.node.id:
                 return
             command = command_from_wire(message)
-            if isinstance(command, InstantCommand):
+            if isinstance(command, InstantControlCommand):
                 command.apply_now(self.node)
             elif command is not None:
                 self.spawn(self._guarded(command.kind, command.apply(self.node)))

@@ -1,8 +1,8 @@
 """Server-side commands aimed at connections: subscribe, unsubscribe, disconnect, refresh.
 
 The server API and the ``Hub`` act on a user's connections, which may be on any node. A
-command is a plain value saying what to do (``Subscribe``, ``Unsubscribe``,
-``DisconnectUser``, ``Refresh``) and to whom (a :class:`Target`); the same value
+command is a plain value saying what to do (``SubscribeUser``, ``UnsubscribeUser``,
+``DisconnectUser``, ``RefreshUser``) and to whom (a :class:`Target`); the same value
 
 * takes effect on this node's connections: ``apply(node)``, which returns how many
   connections it targeted here;
@@ -10,8 +10,8 @@ command is a plain value saying what to do (``Subscribe``, ``Unsubscribe``,
   the control message (``livehub.cluster`` lists them), ``command_from_wire`` reads one
   back and the receiving node applies it.
 
-``Node.command`` and ``Node.command_soon`` do both. ``DisconnectUser`` and ``Refresh`` take
-effect without awaiting anything (:class:`InstantCommand`, ``apply_now``), so code that
+``Node.command`` and ``Node.command_soon`` do both. ``DisconnectUser`` and ``RefreshUser`` take
+effect without awaiting anything (:class:`InstantControlCommand`, ``apply_now``), so code that
 cannot wait, like ``Hub.disconnect``, can still give them.
 """
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from livehub.node import Node
     from livehub.session import Session
 
-#: The namespace options a server-side subscribe may override (``Subscribe.overrides``).
+#: The namespace options a server-side subscribe may override (``SubscribeUser.overrides``).
 OVERRIDES = ("force_push_join_leave", "force_recovery", "force_positioning")
 
 
@@ -94,7 +94,7 @@ class Target:
 
 
 @dataclass(frozen=True)
-class Command(ABC):
+class ControlCommand(ABC):
     """A command for the ``target`` connections; ``kind`` is its control message type."""
 
     kind: ClassVar[str]
@@ -115,7 +115,7 @@ class Command(ABC):
 
 
 @dataclass(frozen=True)
-class InstantCommand(Command):
+class InstantControlCommand(ControlCommand):
     """A command whose effect on this node's connections is immediate: nothing to await."""
 
     @abstractmethod
@@ -127,7 +127,7 @@ class InstantCommand(Command):
 
 
 @dataclass(frozen=True)
-class Subscribe(Command):
+class SubscribeUser(ControlCommand):
     """Subscribe the connections server-side; each gets a ``subscribe`` push. Those already
     in the channel are left as they are. ``overrides`` replace some of the namespace's
     options for these subscriptions (names in :data:`OVERRIDES`)."""
@@ -188,7 +188,7 @@ class Subscribe(Command):
 
 
 @dataclass(frozen=True)
-class Unsubscribe(Command):
+class UnsubscribeUser(ControlCommand):
     """Take the connections out of ``channel`` ("" is every channel): an ``unsubscribe``
     push, code 2000."""
 
@@ -213,7 +213,7 @@ class Unsubscribe(Command):
 
 
 @dataclass(frozen=True)
-class DisconnectUser(InstantCommand):
+class DisconnectUser(InstantControlCommand):
     """Close the connections, but those whose ids are in ``whitelist``. The default
     ``disconnect`` is 3503 "force disconnect": the SDKs do not reconnect."""
 
@@ -248,7 +248,7 @@ class DisconnectUser(InstantCommand):
 
 
 @dataclass(frozen=True)
-class Refresh(InstantCommand):
+class RefreshUser(InstantControlCommand):
     """Extend (``expire_at``), end (``expired``: 3005) or lift (neither) the connections'
     expiry; a new connection ``info`` if not None."""
 
@@ -282,12 +282,12 @@ class Refresh(InstantCommand):
 
 
 #: Control message type -> command class.
-COMMANDS: dict[str, type[Command]] = {
-    cls.kind: cls for cls in (Subscribe, Unsubscribe, DisconnectUser, Refresh)
+COMMANDS: dict[str, type[ControlCommand]] = {
+    cls.kind: cls for cls in (SubscribeUser, UnsubscribeUser, DisconnectUser, RefreshUser)
 }
 
 
-def command_from_wire(message: dict[str, Any]) -> Command | None:
+def command_from_wire(message: dict[str, Any]) -> ControlCommand | None:
     """The command a control message carries, or None if it carries none (``node``,
     ``leave``, an unknown type); raises if it is malformed."""
     kind = message.get("t")
@@ -298,12 +298,12 @@ def command_from_wire(message: dict[str, Any]) -> Command | None:
 __all__ = [
     "COMMANDS",
     "OVERRIDES",
-    "Command",
+    "ControlCommand",
     "DisconnectUser",
-    "InstantCommand",
-    "Refresh",
-    "Subscribe",
+    "InstantControlCommand",
+    "RefreshUser",
+    "SubscribeUser",
     "Target",
-    "Unsubscribe",
+    "UnsubscribeUser",
     "command_from_wire",
 ]

@@ -32,7 +32,7 @@ from livehub.api import api_router
 from livehub.asyncapi import asyncapi_document
 from livehub.channels import ChannelConflict, ChannelOptions, ChannelPattern, Declaration, validate_options
 from livehub.client import Client, to_json
-from livehub.control import DisconnectUser, Subscribe, Target, Unsubscribe
+from livehub.control import DisconnectUser, SubscribeUser, Target, UnsubscribeUser
 from livehub.dependencies import Callback
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.node import Node
@@ -414,14 +414,14 @@ class Hub:
         return self.node.command_soon(DisconnectUser(Target(user), Disconnect(code, reason)))
 
     async def subscribe(self, user: str, channel: str, data: Any = None) -> None:
-        """Subscribe every connection of a user to a channel, server-side (a ``subscribe`` push)."""
+        """SubscribeUser every connection of a user to a channel, server-side (a ``subscribe`` push)."""
         await self.node.command(
-            Subscribe(Target(user), channel, data=None if data is None else to_json(data))
+            SubscribeUser(Target(user), channel, data=None if data is None else to_json(data))
         )
 
     async def unsubscribe(self, user: str, channel: str) -> None:
         """Take every connection of a user out of a channel (an ``unsubscribe`` push, code 2000)."""
-        await self.node.command(Unsubscribe(Target(user), channel))
+        await self.node.command(UnsubscribeUser(Target(user), channel))
 
     # -- reads
 

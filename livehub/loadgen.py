@@ -24,7 +24,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from livehub.wsclient import ProtocolError, open_client
+from livehub.wsclient import ClientRefused, open_client
 
 
 class BenchError(Exception):
@@ -146,7 +146,7 @@ class Bench:
                     open_timeout=10.0,
                     loopback_only=True,
                 )
-            except (ProtocolError, OSError, TimeoutError) as exc:
+            except (ClientRefused, OSError, TimeoutError) as exc:
                 self.result.connect_failures += 1
                 if not self.result.first_connect_error:
                     self.result.first_connect_error = str(exc) or type(exc).__name__

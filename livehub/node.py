@@ -28,7 +28,7 @@ from livehub import __version__
 from livehub.auth import TokenVerifier
 from livehub.channels import ChannelRules, glob
 from livehub.cluster import Cluster
-from livehub.control import Command, InstantCommand
+from livehub.control import ControlCommand, InstantControlCommand
 from livehub.engines import engine_from_url
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
@@ -298,7 +298,7 @@ class Node:
 
     # -- commands for connections on any node (used by the HTTP API and the Hub)
 
-    async def command(self, cmd: Command) -> int:
+    async def command(self, cmd: ControlCommand) -> int:
         """Apply ``cmd`` to this node's connections, then send it to every other node unless
         it was aimed at one client found here. Waits until it is sent, so the caller knows it
         went (EngineUnavailable if it cannot go); returns how many connections were here."""
@@ -307,7 +307,7 @@ class Node:
             await self.cluster.send(cmd.kind, **cmd.to_wire())
         return found
 
-    def command_soon(self, cmd: InstantCommand) -> int:
+    def command_soon(self, cmd: InstantControlCommand) -> int:
         """``command`` for callers that cannot wait: here at once, on the other nodes soon
         after (sent in the background; a failure is logged); returns how many were here."""
         found = cmd.apply_now(self)

@@ -32,20 +32,20 @@ from livehub.protocol.codec import publication_dict as pub_dict
 from livehub.protocol.codes import Disconnect, Error
 from livehub.protocol.commands import (
     FLAG_REJECT_UNRECOVERED,
-    ChannelRequest,
-    Command,
-    ConnectRequest,
-    HistoryRequest,
-    PublishRequest,
+    ChannelParams,
+    ClientCommand,
+    ConnectParams,
+    HistoryParams,
+    PublishParams,
     Recovery,
-    RefreshRequest,
-    RPCRequest,
-    SendRequest,
-    SubRefreshRequest,
-    SubscribeRequest,
+    RefreshParams,
+    RPCParams,
+    SendParams,
+    SubRefreshParams,
+    SubscribeParams,
 )
 from livehub.settings import NamespaceOptions
-from livehub.subscribe import SubscribeParams, subscribe
+from livehub.subscribe import SubscribeOptions, subscribe
 from livehub.subscription import Subscription, release
 
 if TYPE_CHECKING:
@@ -245,7 +245,7 @@ class Session:
             await self.handle_command(command)
 
     @metrics.timed_command
-    async def handle_command(self, command: Command) -> None:
+    async def handle_command(self, command: ClientCommand) -> None:
         try:
             await self._dispatch(command)
         except Disconnect as exc:
@@ -267,7 +267,7 @@ class Session:
             metrics.reply_error(command.method, 100)
             self.outbox.put(encode_error(command.id, codes.error_internal()))
 
-    async def _dispatch(self, command: Command) -> None:
+    async def _dispatch(self, command: ClientCommand) -> None:
         method, request = command.method, command.request
         if not method:  # pong
             self._timer("pong", 0, None)
@@ -275,22 +275,22 @@ class Session:
         if self.state is SessionState.REFUSED:
             raise codes.disconnect_bad_request()
         if self.state is SessionState.CONNECTING:
-            if not isinstance(request, ConnectRequest):
+            if not isinstance(request, ConnectParams):
                 raise codes.disconnect_bad_request()
             result = await self._connect(request)
             self.outbox.put(encode_reply(command.id, "connect", result))
             await self._after_connect()
             return
-        if isinstance(request, ConnectRequest):
+        if isinstance(request, ConnectParams):
             raise codes.disconnect_bad_request()
-        if isinstance(request, SubscribeRequest):
+        if isinstance(request, SubscribeParams):
             result, joined = await self._subscribe_client(request)
             self.outbox.put(encode_reply(command.id, method, result))
             self._release(request.channel)
             if joined:
                 await self._publish_join(request.channel)
             return
-        if isinstance(request, SendRequest):
+        if isinstance(request, SendParams):
             return  # no message handler: fire-and-forget data is dropped, as Centrifugo does
         if method not in _HANDLED:  # "ping" exists in the schema; Centrifuge answers 108
             raise codes.error_not_available()
@@ -300,7 +300,7 @@ class Session:
 
     # -- connect
 
-    async def _connect(self, req: ConnectRequest) -> dict[str, Any]:
+    async def _connect(self, req: ConnectParams) -> dict[str, Any]:
         node, cfg = self.node, self.cfg
         expires_at = 0
         channels: list[str] = []
@@ -349,7 +349,7 @@ class Session:
         for channel in dict.fromkeys(channels):
             opts = node.rules.options(channel)
             recovery = req.subs.get(channel, Recovery(False, 0, ""))
-            params = SubscribeParams(
+            params = SubscribeOptions(
                 recover=recovery.recover, offset=recovery.offset, epoch=recovery.epoch, join_leave=True
             )
             subs[channel] = await self._subscribe(channel, opts, params)
@@ -370,7 +370,7 @@ class Session:
 
     # -- subscribe
 
-    async def _subscribe_client(self, req: SubscribeRequest) -> tuple[dict[str, Any], bool]:
+    async def _subscribe_client(self, req: SubscribeParams) -> tuple[dict[str, Any], bool]:
         node, channel = self.node, req.channel
         if not channel:
             raise codes.error_bad_request()
@@ -379,7 +379,7 @@ class Session:
             raise codes.error_already_subscribed()
         if len(self.subs) >= self.cfg.channel_limit:
             raise codes.error_limit_exceeded()
-        params = SubscribeParams(
+        params = SubscribeOptions(
             recover=req.recover,
             offset=req.offset,
             epoch=req.epoch,
@@ -415,7 +415,7 @@ class Session:
         return opts.allow_subscribe_for_client and (bool(self.user) or opts.allow_subscribe_for_anonymous)
 
     async def _subscribe(
-        self, channel: str, opts: NamespaceOptions, params: SubscribeParams
+        self, channel: str, opts: NamespaceOptions, params: SubscribeOptions
     ) -> dict[str, Any]:
         delta = params.delta == "fossil" and "fossil" in opts.allowed_delta_types
         sub = Subscription(channel, params.info, opts.force_push_join_leave or params.join_leave, delta)
@@ -492,11 +492,11 @@ class Session:
             opts.allow_history_for_anonymous,
         )
 
-    async def _cmd_unsubscribe(self, req: ChannelRequest) -> dict[str, Any]:
+    async def _cmd_unsubscribe(self, req: ChannelParams) -> dict[str, Any]:
         await self._unsubscribe(req.channel)
         return {}
 
-    async def _cmd_publish(self, req: PublishRequest) -> dict[str, Any]:
+    async def _cmd_publish(self, req: PublishParams) -> dict[str, Any]:
         if not req.channel:
             raise codes.error_bad_request()
         opts = self.node.rules.options(req.channel)
@@ -526,17 +526,17 @@ class Session:
         ):
             raise codes.error_permission_denied()
 
-    async def _cmd_presence(self, req: ChannelRequest) -> dict[str, Any]:
+    async def _cmd_presence(self, req: ChannelParams) -> dict[str, Any]:
         self._check_presence(req.channel)
         clients = await self.node.presence_manager.presence(req.channel)
         return {"presence": {cid: info_dict(info) for cid, info in clients.items()}}
 
-    async def _cmd_presence_stats(self, req: ChannelRequest) -> dict[str, Any]:
+    async def _cmd_presence_stats(self, req: ChannelParams) -> dict[str, Any]:
         self._check_presence(req.channel)
         stats = await self.node.presence_manager.presence_stats(req.channel)
         return {"num_clients": stats.num_clients, "num_users": stats.num_users}
 
-    async def _cmd_history(self, req: HistoryRequest) -> dict[str, Any]:
+    async def _cmd_history(self, req: HistoryParams) -> dict[str, Any]:
         opts = self.node.rules.options(req.channel)
         if not opts.history_enabled:
             raise codes.error_not_available()
@@ -553,14 +553,14 @@ class Session:
             raise codes.error_unrecoverable_position()
         return {"publications": [pub_dict(p) for p in pubs], "epoch": sp.epoch, "offset": sp.offset}
 
-    async def _cmd_rpc(self, req: RPCRequest) -> dict[str, Any]:
+    async def _cmd_rpc(self, req: RPCParams) -> dict[str, Any]:
         result = await self.node.call_rpc(self, req.method, req.data)
         if result is None:
             return {}
         data = result if isinstance(result, bytes) else orjson.dumps(result)
         return {"data": orjson.Fragment(data)}
 
-    async def _cmd_refresh(self, req: RefreshRequest) -> dict[str, Any]:
+    async def _cmd_refresh(self, req: RefreshParams) -> dict[str, Any]:
         if not req.token:
             raise codes.disconnect_bad_request()
         try:
@@ -576,7 +576,7 @@ class Session:
             self.conn_info = token.info
         return self._set_expiry(token.exp)
 
-    async def _cmd_sub_refresh(self, req: SubRefreshRequest) -> dict[str, Any]:
+    async def _cmd_sub_refresh(self, req: SubRefreshParams) -> dict[str, Any]:
         sub = self.subs.get(req.channel)
         if sub is None:
             raise codes.error_permission_denied()
@@ -632,7 +632,7 @@ class Session:
         if len(self.subs) >= self.cfg.channel_limit:
             self.disconnect(codes.disconnect_channel_limit())
             return
-        params = SubscribeParams(info=info, data=data, expires_at=expire_at)
+        params = SubscribeOptions(info=info, data=data, expires_at=expire_at)
         if recover_since is not None:
             params.recover, params.offset, params.epoch = True, recover_since.offset, recover_since.epoch
         result = await self._subscribe(channel, opts, params)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(slots=True)
-class SubscribeParams:
+class SubscribeOptions:
     recover: bool = False
     offset: int = 0
     epoch: str = ""
@@ -48,7 +48,7 @@ async def subscribe(
     node: Node,
     channel: str,
     opts: NamespaceOptions,
-    params: SubscribeParams,
+    params: SubscribeOptions,
     sub: Subscription,
     history_access: bool,
 ) -> dict[str, Any]:
@@ -103,7 +103,7 @@ async def subscribe(
     return result
 
 
-def _is_recovered(params: SubscribeParams, pubs_first: int, pubs_last: int, top: StreamPosition) -> bool:
+def _is_recovered(params: SubscribeOptions, pubs_first: int, pubs_last: int, top: StreamPosition) -> bool:
     """An empty epoch matches any; otherwise the stream must still hold every missed offset."""
     if params.epoch and params.epoch != top.epoch:
         return False

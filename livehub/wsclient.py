@@ -11,7 +11,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 
-class ProtocolError(Exception):
+class ClientRefused(Exception):
     """The server refused: an error reply, or the connection closed with a code."""
 
 
@@ -34,7 +34,7 @@ async def open_client(
     loopback_only: bool = False,
 ) -> tuple[ClientConnection, dict[str, Any], list[dict[str, Any]]]:
     """Connect and subscribe to ``channel``; returns the socket, the connect result and any
-    pushes that came with the replies. Raises ProtocolError (refused), OSError (unreachable)."""
+    pushes that came with the replies. Raises ClientRefused (refused), OSError (unreachable)."""
     try:
         ws = await connect(
             url,
@@ -47,7 +47,7 @@ async def open_client(
             user_agent_header="livehub-cli",
         )
     except (InvalidURI, InvalidHandshake) as exc:
-        raise ProtocolError(str(exc)) from None
+        raise ClientRefused(str(exc)) from None
     connect_req: dict[str, Any] = {"name": name}
     if token:
         connect_req["token"] = token
@@ -72,7 +72,7 @@ async def open_client(
                         error = msg.get("error")
                         if error:
                             what = "connect" if msg_id == 1 else f"subscribe to {channel!r}"
-                            raise ProtocolError(f"{what}: error {error.get('code')}: {error.get('message')}")
+                            raise ClientRefused(f"{what}: error {error.get('code')}: {error.get('message')}")
                         if msg_id == 1:
                             result = msg.get("connect", {})
                     elif "push" in msg:
@@ -80,10 +80,10 @@ async def open_client(
                     elif not msg and result.get("pong"):
                         await ws.send("{}")
     except ConnectionClosed as exc:
-        raise ProtocolError(f"the server closed the connection: {close_reason(exc)}") from None
+        raise ClientRefused(f"the server closed the connection: {close_reason(exc)}") from None
     except TimeoutError:
         await ws.close()
-        raise ProtocolError(f"no reply to connect/subscribe within {open_timeout:g}s") from None
+        raise ClientRefused(f"no reply to connect/subscribe within {open_timeout:g}s") from None
     except BaseException:
         await ws.close()
         raise

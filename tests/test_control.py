@@ -6,12 +6,12 @@ import orjson
 import pytest
 
 from livehub.control import (
-    Command,
+    ControlCommand,
     DisconnectUser,
-    Refresh,
-    Subscribe,
+    RefreshUser,
+    SubscribeUser,
     Target,
-    Unsubscribe,
+    UnsubscribeUser,
     command_from_wire,
 )
 from livehub.models import StreamPosition
@@ -21,8 +21,8 @@ from livehub.protocol.codes import Disconnect
 @pytest.mark.parametrize(
     "command",
     [
-        Subscribe(Target("alice"), "news"),
-        Subscribe(
+        SubscribeUser(Target("alice"), "news"),
+        SubscribeUser(
             Target("", client="c1", all_users=True),
             "chat:1",
             info=b'{"name":"A"}',
@@ -31,15 +31,15 @@ from livehub.protocol.codes import Disconnect
             recover_since=StreamPosition(7, "ep"),
             overrides={"force_recovery": True, "force_push_join_leave": False},
         ),
-        Unsubscribe(Target("bob"), ""),
-        Unsubscribe(Target("bob", "c2"), "news"),
+        UnsubscribeUser(Target("bob"), ""),
+        UnsubscribeUser(Target("bob", "c2"), "news"),
         DisconnectUser(Target("carol")),
         DisconnectUser(Target("carol"), Disconnect(4000, "bye"), frozenset({"c3", "c4"})),
-        Refresh(Target("dave"), expired=True),
-        Refresh(Target("dave", session="s"), expire_at=99, info=b'"x"'),
+        RefreshUser(Target("dave"), expired=True),
+        RefreshUser(Target("dave", session="s"), expire_at=99, info=b'"x"'),
     ],
 )
-def test_a_command_reads_back_as_it_was_sent(command: Command) -> None:
+def test_a_command_reads_back_as_it_was_sent(command: ControlCommand) -> None:
     message = orjson.loads(orjson.dumps({"n": "node", "t": command.kind, **command.to_wire()}))
     assert command_from_wire(message) == command
 
@@ -53,4 +53,4 @@ def test_other_control_messages_carry_no_command() -> None:
 def test_unknown_overrides_are_not_taken() -> None:
     message = {"t": "subscribe", "user": "u", "channel": "c", "overrides": {"presence": False}}
     command = command_from_wire(message)
-    assert isinstance(command, Subscribe) and command.overrides == {}
+    assert isinstance(command, SubscribeUser) and command.overrides == {}

@@ -168,7 +168,7 @@ async def subscribe(node: Node, req: SubscribeRequest) -> dict[str, Any]:
     since = req.recover_since
     values: dict[str, BoolValue | None] = {name: getattr(override, name) for name in control.OVERRIDES}
     await node.command(
-        control.Subscribe(
+        control.SubscribeUser(
             _target(req),
             channel,
             info=_payload(req, "info", "b64info"),
@@ -182,7 +182,7 @@ async def subscribe(node: Node, req: SubscribeRequest) -> dict[str, Any]:
 
 
 async def unsubscribe(node: Node, req: UnsubscribeRequest) -> dict[str, Any]:
-    await node.command(control.Unsubscribe(_target(req), req.channel))
+    await node.command(control.UnsubscribeUser(_target(req), req.channel))
     return {}
 
 
@@ -199,7 +199,7 @@ async def disconnect(node: Node, req: DisconnectRequest) -> dict[str, Any]:
 
 async def refresh(node: Node, req: RefreshRequest) -> dict[str, Any]:
     info = _json(req.info) if "info" in req.model_fields_set else None
-    await node.command(control.Refresh(_target(req), req.expired, req.expire_at, info))
+    await node.command(control.RefreshUser(_target(req), req.expired, req.expire_at, info))
     return {}
 
 

@@ -31,7 +31,7 @@ from livehub.cli.common import (
     server_urls,
 )
 from livehub.cli.tokens import mint_token, signing_keys, token_user
-from livehub.wsclient import ProtocolError, decode_frame, open_client
+from livehub.wsclient import ClientRefused, decode_frame, open_client
 
 commands = typer.Typer()
 
@@ -232,7 +232,7 @@ class _Tail:
             ws, result, pushes = await open_client(
                 self.url, self.channel, token=self.token, sub_token=self.sub_token, join_leave=True
             )
-        except ProtocolError as exc:
+        except ClientRefused as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             return 1
         except (OSError, TimeoutError) as exc:

@@ -14,13 +14,13 @@ import orjson
 
 from livehub.models import ClientInfo, Publication
 from livehub.protocol.codes import Error, disconnect_bad_request
-from livehub.protocol.commands import Command, parse_command
+from livehub.protocol.commands import ClientCommand, parse_command
 
 #: The server's ping, and the client's pong: an empty object.
 PING = "{}"
 
 
-def decode_frame(frame: str | bytes) -> list[Command]:
+def decode_frame(frame: str | bytes) -> list[ClientCommand]:
     """Parse every newline-separated command of a frame; blank lines are skipped.
 
     Raises :data:`disconnect_bad_request()` for anything that is not a valid command,

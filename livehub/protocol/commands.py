@@ -87,7 +87,7 @@ class Recovery:
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectRequest:
+class ConnectParams:
     token: str = ""
     data: bytes | None = None
     name: str = ""
@@ -95,7 +95,7 @@ class ConnectRequest:
     subs: dict[str, Recovery] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, p: dict[str, Any]) -> ConnectRequest:
+    def parse(cls, p: dict[str, Any]) -> ConnectParams:
         subs = {}
         for channel, sub in _dict(p, "subs").items():
             if not isinstance(sub, dict):
@@ -109,7 +109,7 @@ FLAG_REJECT_UNRECOVERED = 2
 
 
 @dataclass(frozen=True, slots=True)
-class SubscribeRequest:
+class SubscribeParams:
     channel: str
     token: str = ""
     data: bytes | None = None
@@ -123,7 +123,7 @@ class SubscribeRequest:
     flag: int = 0
 
     @classmethod
-    def parse(cls, p: dict[str, Any]) -> SubscribeRequest:
+    def parse(cls, p: dict[str, Any]) -> SubscribeParams:
         return cls(
             channel=_str(p, "channel"),
             token=_str(p, "token"),
@@ -140,35 +140,35 @@ class SubscribeRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelRequest:
+class ChannelParams:
     """unsubscribe, presence and presence_stats carry only a channel."""
 
     channel: str
 
     @classmethod
-    def parse(cls, p: dict[str, Any]) -> ChannelRequest:
+    def parse(cls, p: dict[str, Any]) -> ChannelParams:
         return cls(_str(p, "channel"))
 
 
 @dataclass(frozen=True, slots=True)
-class PublishRequest:
+class PublishParams:
     channel: str
     data: bytes
 
     @classmethod
-    def parse(cls, p: dict[str, Any]) -> PublishRequest:
+    def parse(cls, p: dict[str, Any]) -> PublishParams:
         return cls(_str(p, "channel"), _raw(p, "data") or b"null")
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryRequest:
+class HistoryParams:
     channel: str
     limit: int = 0
     since: StreamPosition | None = None
     reverse: bool = False
 
     @classmethod
-    def parse(cls, p: dict[str, Any]) -> HistoryRequest:
+    def parse(cls, p: dict[str, Any]) -> HistoryParams:
         since = None
         if p.get("since") is not None:
             s = _dict(p, "since")
@@ -177,74 +177,74 @@ class HistoryRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class RPCRequest:
+class RPCParams:
     method: str
     data: bytes | None
 
     @classmethod
-    def parse(cls, p: dict[str, Any]) -> RPCRequest:
+    def parse(cls, p: dict[str, Any]) -> RPCParams:
         return cls(_str(p, "method"), _raw(p, "data"))
 
 
 @dataclass(frozen=True, slots=True)
-class SendRequest:
+class SendParams:
     data: bytes | None
 
     @classmethod
-    def parse(cls, p: dict[str, Any]) -> SendRequest:
+    def parse(cls, p: dict[str, Any]) -> SendParams:
         return cls(_raw(p, "data"))
 
 
 @dataclass(frozen=True, slots=True)
-class RefreshRequest:
+class RefreshParams:
     token: str
 
     @classmethod
-    def parse(cls, p: dict[str, Any]) -> RefreshRequest:
+    def parse(cls, p: dict[str, Any]) -> RefreshParams:
         return cls(_str(p, "token"))
 
 
 @dataclass(frozen=True, slots=True)
-class SubRefreshRequest:
+class SubRefreshParams:
     channel: str
     token: str
 
     @classmethod
-    def parse(cls, p: dict[str, Any]) -> SubRefreshRequest:
+    def parse(cls, p: dict[str, Any]) -> SubRefreshParams:
         return cls(_str(p, "channel"), _str(p, "token"))
 
 
 Request = (
-    ConnectRequest
-    | SubscribeRequest
-    | ChannelRequest
-    | PublishRequest
-    | HistoryRequest
-    | RPCRequest
-    | SendRequest
-    | RefreshRequest
-    | SubRefreshRequest
+    ConnectParams
+    | SubscribeParams
+    | ChannelParams
+    | PublishParams
+    | HistoryParams
+    | RPCParams
+    | SendParams
+    | RefreshParams
+    | SubRefreshParams
     | None
 )
 
 _PARSERS: dict[str, Any] = {
-    "connect": ConnectRequest.parse,
-    "subscribe": SubscribeRequest.parse,
-    "unsubscribe": ChannelRequest.parse,
-    "publish": PublishRequest.parse,
-    "presence": ChannelRequest.parse,
-    "presence_stats": ChannelRequest.parse,
-    "history": HistoryRequest.parse,
+    "connect": ConnectParams.parse,
+    "subscribe": SubscribeParams.parse,
+    "unsubscribe": ChannelParams.parse,
+    "publish": PublishParams.parse,
+    "presence": ChannelParams.parse,
+    "presence_stats": ChannelParams.parse,
+    "history": HistoryParams.parse,
     "ping": lambda p: None,
-    "send": SendRequest.parse,
-    "rpc": RPCRequest.parse,
-    "refresh": RefreshRequest.parse,
-    "sub_refresh": SubRefreshRequest.parse,
+    "send": SendParams.parse,
+    "rpc": RPCParams.parse,
+    "refresh": RefreshParams.parse,
+    "sub_refresh": SubRefreshParams.parse,
 }
 
 
 @dataclass(frozen=True, slots=True)
-class Command:
+class ClientCommand:
     """One client command. ``method == ""`` is a pong (the empty object ``{}``)."""
 
     id: int
@@ -252,11 +252,11 @@ class Command:
     request: Request = None
 
 
-PONG = Command(0, "")
+PONG = ClientCommand(0, "")
 
 
-def parse_command(obj: object) -> Command:
-    """Turn one decoded JSON value into a Command, or raise a 3501 Disconnect."""
+def parse_command(obj: object) -> ClientCommand:
+    """Turn one decoded JSON value into a ClientCommand, or raise a 3501 Disconnect."""
     if not isinstance(obj, dict):
         raise disconnect_bad_request()
     if not obj:
@@ -271,5 +271,5 @@ def parse_command(obj: object) -> Command:
                 raise disconnect_bad_request()
             if cid == 0 and method != "send":
                 raise disconnect_bad_request()
-            return Command(cid, method, _PARSERS[method](params))
+            return ClientCommand(cid, method, _PARSERS[method](params))
     raise disconnect_bad_request()

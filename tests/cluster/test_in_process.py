@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from livehub import Hub, Settings
 from livehub.api import api_router
-from livehub.control import Refresh, Target
+from livehub.control import RefreshUser, Target
 from livehub.testing import HubTestClient, ProtocolError
 from tests.engines.contract import delete_redis_keys, require_service
 
@@ -87,7 +87,7 @@ async def test_hub_operations_reach_connections_on_another_node() -> None:
         push = await bob.next_push("unsubscribe", "stream:s")
         assert push["unsubscribe"]["code"] == 2000
 
-        hub1.node.command_soon(Refresh(Target("carol"), expired=True))
+        hub1.node.command_soon(RefreshUser(Target("carol"), expired=True))
         assert (await carol.wait_closed()).code == 3005
 
         assert hub1.disconnect("alice") == 0  # not on this node; node 2 closes it

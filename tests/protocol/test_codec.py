@@ -34,21 +34,21 @@ from livehub.protocol.codes import Disconnect
 from livehub.protocol.commands import (
     METHODS,
     PONG,
-    ChannelRequest,
-    Command,
-    ConnectRequest,
-    HistoryRequest,
-    PublishRequest,
+    ChannelParams,
+    ClientCommand,
+    ConnectParams,
+    HistoryParams,
+    PublishParams,
     Recovery,
-    RefreshRequest,
-    RPCRequest,
-    SendRequest,
-    SubRefreshRequest,
-    SubscribeRequest,
+    RefreshParams,
+    RPCParams,
+    SendParams,
+    SubRefreshParams,
+    SubscribeParams,
 )
 
 
-def decode_one(frame: str) -> Command:
+def decode_one(frame: str) -> ClientCommand:
     commands = decode_frame(frame)
     assert len(commands) == 1
     return commands[0]
@@ -60,10 +60,10 @@ SPEC_FRAMES = [
     (
         '{"id":1,"connect":{"token":"<JWT>","data":{"any":"json"},"name":"js","version":"1.2.3",'
         '"subs":{"#42":{"recover":true,"offset":7,"epoch":"XbRt"}},"headers":{}}}',
-        Command(
+        ClientCommand(
             1,
             "connect",
-            ConnectRequest(
+            ConnectParams(
                 token="<JWT>",
                 data=b'{"any":"json"}',
                 name="js",
@@ -76,10 +76,10 @@ SPEC_FRAMES = [
         '{"id":2,"subscribe":{"channel":"chat","token":"<sub JWT>","data":{},"recover":true,"offset":5,'
         '"epoch":"XbRt","positioned":true,"recoverable":true,"join_leave":true,"delta":"fossil",'
         '"flag":3,"tf":{}}}',
-        Command(
+        ClientCommand(
             2,
             "subscribe",
-            SubscribeRequest(
+            SubscribeParams(
                 channel="chat",
                 token="<sub JWT>",
                 data=b"{}",
@@ -94,28 +94,31 @@ SPEC_FRAMES = [
             ),
         ),
     ),
-    ('{"id":3,"unsubscribe":{"channel":"chat"}}', Command(3, "unsubscribe", ChannelRequest("chat"))),
+    ('{"id":3,"unsubscribe":{"channel":"chat"}}', ClientCommand(3, "unsubscribe", ChannelParams("chat"))),
     (
         '{"id":4,"publish":{"channel":"chat","data":{"text":"hi"}}}',
-        Command(4, "publish", PublishRequest("chat", b'{"text":"hi"}')),
+        ClientCommand(4, "publish", PublishParams("chat", b'{"text":"hi"}')),
     ),
-    ('{"id":5,"presence":{"channel":"chat"}}', Command(5, "presence", ChannelRequest("chat"))),
-    ('{"id":6,"presence_stats":{"channel":"chat"}}', Command(6, "presence_stats", ChannelRequest("chat"))),
+    ('{"id":5,"presence":{"channel":"chat"}}', ClientCommand(5, "presence", ChannelParams("chat"))),
+    (
+        '{"id":6,"presence_stats":{"channel":"chat"}}',
+        ClientCommand(6, "presence_stats", ChannelParams("chat")),
+    ),
     (
         '{"id":7,"history":{"channel":"chat","limit":2,"since":{"offset":3,"epoch":"XbRt"},"reverse":false}}',
-        Command(7, "history", HistoryRequest("chat", 2, StreamPosition(3, "XbRt"), False)),
+        ClientCommand(7, "history", HistoryParams("chat", 2, StreamPosition(3, "XbRt"), False)),
     ),
     (
         '{"id":8,"rpc":{"method":"getTime","data":{}}}',
-        Command(8, "rpc", RPCRequest("getTime", b"{}")),
+        ClientCommand(8, "rpc", RPCParams("getTime", b"{}")),
     ),
-    ('{"send":{"data":{"any":"json"}}}', Command(0, "send", SendRequest(b'{"any":"json"}'))),
-    ('{"id":9,"refresh":{"token":"<new JWT>"}}', Command(9, "refresh", RefreshRequest("<new JWT>"))),
+    ('{"send":{"data":{"any":"json"}}}', ClientCommand(0, "send", SendParams(b'{"any":"json"}'))),
+    ('{"id":9,"refresh":{"token":"<new JWT>"}}', ClientCommand(9, "refresh", RefreshParams("<new JWT>"))),
     (
         '{"id":10,"sub_refresh":{"channel":"$secret","token":"<JWT>"}}',
-        Command(10, "sub_refresh", SubRefreshRequest("$secret", "<JWT>")),
+        ClientCommand(10, "sub_refresh", SubRefreshParams("$secret", "<JWT>")),
     ),
-    ('{"id":11,"ping":{}}', Command(11, "ping", None)),
+    ('{"id":11,"ping":{}}', ClientCommand(11, "ping", None)),
 ]
 
 
@@ -124,7 +127,7 @@ def test_spec_frames_cover_every_method() -> None:
 
 
 @pytest.mark.parametrize(("frame", "expected"), SPEC_FRAMES, ids=[c.method for _, c in SPEC_FRAMES])
-def test_decode_spec_frame(frame: str, expected: Command) -> None:
+def test_decode_spec_frame(frame: str, expected: ClientCommand) -> None:
     assert decode_frame(frame) == [expected]
     assert decode_frame(frame.encode()) == [expected]
 
@@ -135,38 +138,38 @@ def test_pong_is_an_empty_object() -> None:
 
 
 def test_absent_fields_take_zero_values() -> None:
-    assert decode_one('{"id":1,"connect":{}}') == Command(1, "connect", ConnectRequest())
-    assert decode_one('{"id":1,"subscribe":{}}').request == SubscribeRequest("")
-    assert decode_one('{"id":1,"history":{"channel":"c"}}').request == HistoryRequest("c", 0, None, False)
-    assert decode_one('{"id":1,"history":{"channel":"c","since":null}}').request == HistoryRequest("c")
-    assert decode_one('{"id":1,"rpc":{"method":"m"}}').request == RPCRequest("m", None)
-    assert decode_one('{"send":{}}').request == SendRequest(None)
+    assert decode_one('{"id":1,"connect":{}}') == ClientCommand(1, "connect", ConnectParams())
+    assert decode_one('{"id":1,"subscribe":{}}').request == SubscribeParams("")
+    assert decode_one('{"id":1,"history":{"channel":"c"}}').request == HistoryParams("c", 0, None, False)
+    assert decode_one('{"id":1,"history":{"channel":"c","since":null}}').request == HistoryParams("c")
+    assert decode_one('{"id":1,"rpc":{"method":"m"}}').request == RPCParams("m", None)
+    assert decode_one('{"send":{}}').request == SendParams(None)
 
 
 def test_null_fields_count_as_absent() -> None:
     frame = '{"id":1,"subscribe":{"channel":"c","token":null,"offset":null,"recover":null,"data":null}}'
-    assert decode_one(frame).request == SubscribeRequest("c")
+    assert decode_one(frame).request == SubscribeParams("c")
 
 
 def test_publish_without_data_publishes_json_null() -> None:
-    assert decode_one('{"id":1,"publish":{"channel":"c"}}').request == PublishRequest("c", b"null")
+    assert decode_one('{"id":1,"publish":{"channel":"c"}}').request == PublishParams("c", b"null")
 
 
 def test_embedded_data_is_compact_json() -> None:
     command = decode_one('{"id":1,"publish":{"channel":"c","data":{ "a" : [1, 2, {"b": "é\\n"}] }}}')
-    assert isinstance(command.request, PublishRequest)
+    assert isinstance(command.request, PublishParams)
     assert command.request.data == '{"a":[1,2,{"b":"é\\n"}]}'.encode()
     assert b"\n" not in command.request.data
 
 
 def test_history_since_zero() -> None:
     command = decode_one('{"id":1,"history":{"channel":"c","since":{},"reverse":true}}')
-    assert command.request == HistoryRequest("c", 0, StreamPosition(0, ""), True)
+    assert command.request == HistoryParams("c", 0, StreamPosition(0, ""), True)
 
 
 def test_first_non_null_method_wins() -> None:
     command = decode_one('{"id":1,"connect":null,"publish":{"channel":"c","data":1}}')
-    assert command == Command(1, "publish", PublishRequest("c", b"1"))
+    assert command == ClientCommand(1, "publish", PublishParams("c", b"1"))
 
 
 def test_largest_uint32_id() -> None:
@@ -184,20 +187,20 @@ def test_batch_of_commands_in_order() -> None:
 def test_batch_with_trailing_newline() -> None:
     frame = '{"id":1,"presence":{"channel":"a"}}\n{"id":2,"presence":{"channel":"b"}}\n'
     assert decode_frame(frame) == [
-        Command(1, "presence", ChannelRequest("a")),
-        Command(2, "presence", ChannelRequest("b")),
+        ClientCommand(1, "presence", ChannelParams("a")),
+        ClientCommand(2, "presence", ChannelParams("b")),
     ]
 
 
 def test_batch_skips_blank_lines() -> None:
     frame = '\n{"id":1,"ping":{}}\n\n  \n{}\r\n\n{"id":2,"ping":{}}\n'
-    assert decode_frame(frame) == [Command(1, "ping"), PONG, Command(2, "ping")]
-    assert decode_frame(frame.encode()) == [Command(1, "ping"), PONG, Command(2, "ping")]
+    assert decode_frame(frame) == [ClientCommand(1, "ping"), PONG, ClientCommand(2, "ping")]
+    assert decode_frame(frame.encode()) == [ClientCommand(1, "ping"), PONG, ClientCommand(2, "ping")]
 
 
 def test_batch_with_pongs_and_send() -> None:
     frame = '{}\n{"send":{"data":"x"}}\n{}'
-    assert decode_frame(frame) == [PONG, Command(0, "send", SendRequest(b'"x"')), PONG]
+    assert decode_frame(frame) == [PONG, ClientCommand(0, "send", SendParams(b'"x"')), PONG]
 
 
 # -- decoding: malformed input closes with 3501
@@ -288,7 +291,7 @@ def test_deeply_nested_data_never_escapes_as_another_exception(depth: int) -> No
         assert exc.code == 3501
     else:
         request = commands[0].request
-        assert isinstance(request, PublishRequest)
+        assert isinstance(request, PublishParams)
         assert request.data == b"[" * depth + b"]" * depth
 
 
@@ -342,7 +345,7 @@ commands_like = st.fixed_dictionaries(
 )
 
 
-def check_decode(frame: str | bytes) -> list[Command]:
+def check_decode(frame: str | bytes) -> list[ClientCommand]:
     try:
         commands = decode_frame(frame)
     except Disconnect as exc:
