@@ -32,7 +32,7 @@ from livehub.node import Node
 from livehub.protocol.codes import Disconnect, Error
 from livehub.session import Session
 from livehub.settings import Settings
-from livehub.transport import websocket_handler
+from livehub.transports.asgi import websocket_handler
 
 log = logging.getLogger("livehub.hub")
 
@@ -173,6 +173,7 @@ class Hub:
         """Starts the node with the app; on shutdown clients are told to reconnect (3001)."""
         if self._connect is not None:
             app.dependency_overrides[_no_connect_hook] = self._connect
+        app.state.livehub_node = self.node  # how uvicorn's livehub protocol finds the hub
         await self.node.start()
         try:
             yield
