@@ -462,6 +462,10 @@ class ClientConnection(asyncio.Protocol):
         self._transport.write(encode_close(code, reason))
         self._set_timer(CLOSE_TIMEOUT, self._transport.abort)
 
+    def write_buffer_size(self) -> int:
+        """Bytes written to this connection that its socket has not taken yet."""
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
+
     def _wake_writer(self) -> None:
         if self._drained is not None:
             if not self._drained.done():
