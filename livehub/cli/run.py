@@ -16,11 +16,9 @@ import typer
 import uvicorn
 
 from livehub.serving import DrainingServer
+from livehub.transports.websocket import HTTP_PROTOCOL
 
 commands = typer.Typer()
-
-#: uvicorn's ``--http`` for an app with a hub.
-HTTP_PROTOCOL = "livehub.transports.websocket:http_protocol"
 
 
 @commands.command(

@@ -486,6 +486,10 @@ def client_protocol(node: Node) -> Callable[..., asyncio.Protocol]:
     return create
 
 
+#: ``http_protocol`` as an import string: uvicorn's ``--http``, gunicorn's worker, ``livehub run``.
+HTTP_PROTOCOL = f"{__name__}:http_protocol"
+
+
 def http_protocol(config: Any, server_state: Any, app_state: Any, _loop: Any = None) -> asyncio.Protocol:
     """uvicorn's ``--http`` for any app: the client endpoint of the app's hub (found by
     :func:`app_node` at the first connection) from the socket, everything else through
