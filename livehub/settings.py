@@ -168,7 +168,7 @@ class WebSocketSettings(Section):
     message_size_limit: Annotated[int, Field(ge=128)] = 65536
     handler_prefix: str = "/connection/websocket"
     #: An upgrade request must be complete, and the app's connect hook done, this long after
-    #: the connection opened; else it is dropped (408, or 503 while the hook still runs).
+    #: the connection opened; else it is dropped (408, or 503 while the hook still runs). 0: none.
     handshake_timeout: Duration = 10.0
 
 
