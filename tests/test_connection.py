@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -291,6 +292,70 @@ async def test_the_connect_hook_sees_the_handshake_as_an_asgi_scope() -> None:
         assert crashed.value.response.status_code == 500
 
 
+async def test_over_tls_the_hook_sees_wss_and_frames_sent_behind_the_request_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    """``livehub run --ssl-certfile``: the scope says ``wss``; a client that sends its
+    ``connect`` right behind the upgrade request (before the 101) is answered once the
+    hook has decided, not before."""
+    key, cert = self_signed(tmp_path)
+    app, hub = hub_app(client={"insecure": False})
+    decided = asyncio.Event()
+
+    async def hook(scope: dict[str, Any]) -> Credentials:
+        await asyncio.sleep(0.2)
+        decided.set()
+        return Credentials(f"{scope['scheme']}-user")
+
+    hub.node.connect_hook = hook
+    async with running(served_by_livehub(app, ssl_keyfile=str(key), ssl_certfile=str(cert))) as port:
+        context = ssl.create_default_context(cafile=str(cert))
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="localhost"
+        )
+        writer.write(UPGRADE + client_frame(b'{"id":1,"connect":{}}'))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101 ") and decided.is_set()
+        opcode, payload = await anext(server_frames(reader))
+        assert opcode == OP_TEXT and payload.startswith(b'{"id":1,"connect":')
+        assert [s.user for s in hub.node.sessions.values()] == ["wss-user"]
+        writer.close()
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for ``localhost`` (files in ``directory``)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
 async def test_a_connect_hook_that_does_not_answer_in_time_is_refused_503() -> None:
     app, hub = hub_app(websocket={"handshake_timeout": 0.3})
     answered = asyncio.Event()
@@ -439,6 +504,13 @@ def client_frame(payload: bytes, opcode: int = OP_TEXT, fin: bool = True) -> byt
     mask = os.urandom(4)
     assert len(payload) < 126
     return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + mask + _apply_mask_py(payload, mask)
+
+
+UPGRADE = (
+    b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 async def raw_connect(port: int, rcvbuf: int = 0) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
