@@ -39,7 +39,7 @@ from livehub.node import Node
 from livehub.protocol.codes import Disconnect, Error, error_internal
 from livehub.session import Session
 from livehub.settings import NamespaceOptions, Settings
-from livehub.transport import websocket_handler
+from livehub.transports.asgi import websocket_handler
 
 log = logging.getLogger("livehub.hub")
 
@@ -208,6 +208,7 @@ class Hub:
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         """Starts the node with the app; on shutdown clients are told to reconnect (3001)."""
         self._app = app
+        app.state.livehub_node = self.node  # how uvicorn's livehub protocol finds the hub
         await self.node.start()
         try:
             yield
@@ -230,7 +231,6 @@ class Hub:
         """
         self._connect = Callback(func, own=0)
         self.node.connect_hook = self._connect_hook
-        self.node.authenticates_at_upgrade = True
         return func
 
     def channel(

@@ -110,9 +110,6 @@ class Node:
         self.disconnect_hook: DisconnectHook | None = None
         #: Set by ``Hub.on_connect``; every transport awaits it before the session starts.
         self.connect_hook: ConnectHook | None = None
-        #: Set by ``Hub.on_connect``: the app authenticates at the HTTP upgrade, so connections
-        #: must come through its WebSocket route (``livehub.connection`` hands them over).
-        self.authenticates_at_upgrade = False
         #: Counters for dashboards: publications made through this node, and messages queued to clients.
         self.publications = 0
         self.deliveries = 0

@@ -31,15 +31,15 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from fastapi import FastAPI
 
-from livehub.connection import client_protocol
 from livehub.logs import LEVELS, configure_logging
 from livehub.node import Node
 from livehub.settings import load_settings
+from livehub.transports.websocket import client_protocol, config_node
 
 log = logging.getLogger("livehub.serving")
 
@@ -65,14 +65,20 @@ def node_name(port: int, worker: int | None = None) -> str:
 
 
 class DrainingServer(uvicorn.Server):
-    """Closes clients with 3001 (reconnect elsewhere) before uvicorn closes them with 1012."""
+    """Asks every client to reconnect (3001), those of the app's own WebSocket route too,
+    and waits a little for them to be told, before uvicorn closes connections.
 
-    def __init__(self, config: uvicorn.Config, node: Node) -> None:
+    ``node``: the hub's; by default the one the served app's hub records (``livehub run``).
+    """
+
+    def __init__(self, config: uvicorn.Config, node: Node | None = None) -> None:
         super().__init__(config)
         self.node = node
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        await self.node.drain()
+        node = self.node or config_node(self.config)
+        if node is not None:
+            await node.drain()
         await super().shutdown(sockets)
 
 
@@ -82,7 +88,9 @@ def draining_server(app: FastAPI, node: Node, log_level: str) -> DrainingServer:
     certfile, keyfile = tls.files() if tls.enabled else (None, None)
     config = uvicorn.Config(
         app,
-        http=client_protocol(node),  # the client endpoint is answered from the socket, not ASGI
+        # the client endpoint is answered from the socket, not ASGI (uvicorn calls the
+        # factory as it would a protocol class)
+        http=cast(Any, client_protocol(node)),
         ws_max_size=node.settings.websocket.message_size_limit,
         ws_ping_interval=None,  # the protocol has its own pings
         ws_per_message_deflate=False,

@@ -217,6 +217,9 @@ class WebSocketSettings(Section):
     #: Largest incoming frame in bytes; bigger ones close the connection with 1009.
     message_size_limit: Annotated[int, Field(ge=128)] = 65536
     handler_prefix: str = "/connection/websocket"
+    #: An upgrade request must be complete, and the app's connect hook done, this long after
+    #: the connection opened; else it is dropped (408, or 503 while the hook still runs). 0: none.
+    handshake_timeout: Duration = 10.0
 
 
 class TlsSettings(Section):

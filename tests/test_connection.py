@@ -1,5 +1,6 @@
-"""The client endpoint of ``livehub serve`` at the WebSocket level (``livehub.connection``):
-pings, fragments, closes, protocol violations, other paths, and a peer that stops reading.
+"""The client endpoint served from the socket (``livehub.transports.websocket``): pings,
+fragments, closes, protocol violations, other paths, a peer that stops reading, the app's
+connect hook at the handshake, the handshake's deadline, and how uvicorn finds the hub.
 
 The peer SDK tests cover the protocol above this; here raw frames are sent where a
 well-behaved client library would refuse to.
@@ -8,23 +9,30 @@ well-behaved client library would refuse to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
+import ssl
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import pytest
+import uvicorn
 import websockets
-from fastapi import Header
+from fastapi import FastAPI, Header, WebSocket
 
 from livehub import Hub
 from livehub.app import create_app
-from livehub.protocol.websocket import OP_TEXT, _apply_mask_py
+from livehub.models import Credentials
+from livehub.protocol.codes import Error
+from livehub.protocol.websocket import OP_CONTINUATION, OP_PING, OP_TEXT, _apply_mask_py
 from livehub.serving import draining_server
 from livehub.settings import Settings
+from livehub.transports.websocket import ClientConnection
 from tests.servers import serve
 
 CONFIG = """
@@ -183,8 +191,8 @@ async def test_http_requests_on_the_same_port_reach_the_app(port: int) -> None:
 
 
 async def test_an_app_that_authenticates_at_the_upgrade_keeps_its_on_connect() -> None:
-    """With ``Hub.on_connect`` the client endpoint goes through the app's route (where the
-    dependency runs), even when served the way ``livehub serve`` serves."""
+    """With ``Hub.on_connect`` the client endpoint's on_connect runs, even when served the
+    way ``livehub serve`` serves."""
     hub = Hub(Settings())
 
     @hub.on_connect
@@ -192,7 +200,20 @@ async def test_an_app_that_authenticates_at_the_upgrade_keeps_its_on_connect() -
         return x_user or None
 
     app = create_app(hub.settings, hub=hub, demos=False)
-    server = draining_server(app, hub.node, "warning")
+    async with running(draining_server(app, hub.node, "warning")) as port:
+        address = url(port)
+        async with websockets.connect(address, additional_headers={"X-User": "erin"}) as ws:
+            await ws.send('{"id":1,"connect":{}}')
+            assert '"id":1,"connect"' in await asyncio.wait_for(ws.recv(), 5)
+            assert [s.user for s in hub.node.sessions.values()] == ["erin"]
+        async with websockets.connect(address) as anonymous:
+            await anonymous.send('{"id":1,"connect":{}}')
+            assert await closed_with(anonymous) == 3501  # no user, anonymous access off
+
+
+@contextlib.asynccontextmanager
+async def running(server: uvicorn.Server) -> AsyncIterator[int]:
+    """Serve in this event loop on a free loopback port; yields the port."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
@@ -201,26 +222,297 @@ async def test_an_app_that_authenticates_at_the_upgrade_keeps_its_on_connect() -
         async with asyncio.timeout(10):
             while not server.started:  # noqa: ASYNC110 -- uvicorn sets a flag, no event
                 await asyncio.sleep(0.02)
-        address = f"ws://127.0.0.1:{sock.getsockname()[1]}/connection/websocket"
-        async with websockets.connect(address, additional_headers={"X-User": "erin"}) as ws:
-            await ws.send('{"id":1,"connect":{}}')
-            assert '"id":1,"connect"' in await asyncio.wait_for(ws.recv(), 5)
-            assert [s.user for s in hub.node.sessions.values()] == ["erin"]
-        async with websockets.connect(address) as anonymous:
-            await anonymous.send('{"id":1,"connect":{}}')
-            assert await closed_with(anonymous) == 3501  # no user, anonymous access off
+        yield sock.getsockname()[1]
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 15)
 
 
+def hub_app(**settings: Any) -> tuple[FastAPI, Hub]:
+    """A FastAPI app embedding a Hub (anonymous clients may use every channel)."""
+    settings.setdefault("client", {}).setdefault("insecure", True)
+    hub = Hub(Settings(**settings))
+    app = FastAPI()
+    app.include_router(hub.router)
+    return app, hub
+
+
+def served_by_livehub(app: Any, **options: Any) -> uvicorn.Server:
+    """uvicorn as ``uvicorn module:app --http livehub.transports.websocket:http_protocol``."""
+    options.setdefault("log_level", "warning")
+    return uvicorn.Server(uvicorn.Config(app, http="livehub.transports.websocket:http_protocol", **options))
+
+
+def connections(server: uvicorn.Server) -> list[ClientConnection]:
+    return [c for c in server.server_state.connections if isinstance(c, ClientConnection)]
+
+
+async def test_the_connect_hook_sees_the_handshake_as_an_asgi_scope() -> None:
+    """``node.connect_hook`` is awaited at the parsed upgrade, on the socket-level path:
+    its scope carries what the request said, its Credentials make the user, its Error is
+    the reply to ``connect``, its crash is HTTP 500."""
+    app, hub = hub_app(client={"insecure": False})
+    scopes: list[dict[str, Any]] = []
+
+    async def hook(scope: dict[str, Any]) -> Credentials | Error | None:
+        scopes.append(scope)
+        headers = dict(scope["headers"])
+        if b"x-crash" in headers:
+            raise RuntimeError("the app's bug")
+        await asyncio.sleep(0.05)  # a database, say: the handshake waits for it
+        user = headers.get(b"x-user", b"").decode()
+        return Credentials(user) if user else Error(101, "unauthorized")
+
+    hub.node.connect_hook = hook
+    server = served_by_livehub(app)
+    async with running(server) as port:
+        address = f"ws://127.0.0.1:{port}/connection/websocket?room=a%20b"
+        headers = {"X-User": "erin", "Cookie": "sid=1"}
+        async with websockets.connect(
+            address, additional_headers=headers, subprotocols=[websockets.Subprotocol("centrifuge-json")]
+        ) as ws:
+            await ws.send('{"id":1,"connect":{}}')
+            assert '"id":1,"connect"' in await asyncio.wait_for(ws.recv(), 5)
+            assert len(connections(server)) == 1  # served from the socket, not the route
+            [session] = hub.node.sessions.values()
+            assert session.user == "erin" and session.scope is scopes[0]
+        scope = scopes[0]
+        assert scope["type"] == "websocket" and scope["scheme"] == "ws" and scope["http_version"] == "1.1"
+        assert scope["path"] == "/connection/websocket" and scope["raw_path"] == b"/connection/websocket"
+        assert scope["query_string"] == b"room=a%20b" and scope["root_path"] == ""
+        assert scope["server"] == ("127.0.0.1", port) and scope["client"][0] == "127.0.0.1"
+        assert (b"x-user", b"erin") in scope["headers"] and (b"cookie", b"sid=1") in scope["headers"]
+        assert scope["subprotocols"] == ["centrifuge-json"] and scope["state"] == {}
+        async with websockets.connect(address) as refused:
+            await refused.send('{"id":1,"connect":{}}')
+            assert json.loads(await asyncio.wait_for(refused.recv(), 5)) == {
+                "id": 1,
+                "error": {"code": 101, "message": "unauthorized"},
+            }
+        with pytest.raises(websockets.InvalidStatus) as crashed:
+            await websockets.connect(address, additional_headers={"X-Crash": "1"})
+        assert crashed.value.response.status_code == 500
+
+
+async def test_over_tls_the_hook_sees_wss_and_frames_sent_behind_the_request_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    """``livehub run --ssl-certfile``: the scope says ``wss``; a client that sends its
+    ``connect`` right behind the upgrade request (before the 101) is answered once the
+    hook has decided, not before."""
+    key, cert = self_signed(tmp_path)
+    app, hub = hub_app(client={"insecure": False})
+    decided = asyncio.Event()
+
+    async def hook(scope: dict[str, Any]) -> Credentials:
+        await asyncio.sleep(0.2)
+        decided.set()
+        return Credentials(f"{scope['scheme']}-user")
+
+    hub.node.connect_hook = hook
+    async with running(served_by_livehub(app, ssl_keyfile=str(key), ssl_certfile=str(cert))) as port:
+        context = ssl.create_default_context(cafile=str(cert))
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="localhost"
+        )
+        writer.write(UPGRADE + client_frame(b'{"id":1,"connect":{}}'))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101 ") and decided.is_set()
+        opcode, payload = await anext(server_frames(reader))
+        assert opcode == OP_TEXT and payload.startswith(b'{"id":1,"connect":')
+        assert [s.user for s in hub.node.sessions.values()] == ["wss-user"]
+        writer.close()
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for ``localhost`` (files in ``directory``)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+async def test_a_connect_hook_that_does_not_answer_in_time_is_refused_503() -> None:
+    app, hub = hub_app(websocket={"handshake_timeout": 0.3})
+    answered = asyncio.Event()
+
+    async def never(scope: dict[str, Any]) -> None:
+        await asyncio.sleep(60)
+        answered.set()
+
+    hub.node.connect_hook = never
+    async with running(served_by_livehub(app)) as port:
+        start = time.monotonic()
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(url(port), open_timeout=5)
+        assert refused.value.response.status_code == 503
+        assert time.monotonic() - start < 2
+    assert not answered.is_set()
+
+
+async def test_http_protocol_finds_the_hub_behind_middleware_and_leaves_other_apps_alone() -> None:
+    """``--http livehub.transports.websocket:http_protocol``: the hub is looked up in the
+    served app (through an ``.app`` chain of ASGI middleware); an app without one is
+    served entirely by uvicorn's own protocol."""
+    app, hub = hub_app()
+
+    class Wrapper:  # an ASGI middleware wrapping the app from outside
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await self.app(scope, receive, send)
+
+    server = served_by_livehub(Wrapper(app))
+    async with running(server) as port, websockets.connect(url(port)) as ws:
+        await ws.send('{"id":1,"connect":{}}')
+        assert '"id":1,"connect"' in await asyncio.wait_for(ws.recv(), 5)
+        assert len(connections(server)) == 1
+
+    plain = FastAPI()
+
+    @plain.websocket("/connection/websocket")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(await websocket.receive_text())
+
+    @plain.get("/hello")
+    async def hello() -> str:
+        return "hi"
+
+    server = served_by_livehub(plain)
+    async with running(server) as port:
+        async with websockets.connect(url(port)) as ws:
+            await ws.send("echo")
+            assert await asyncio.wait_for(ws.recv(), 5) == "echo"
+            assert connections(server) == []
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/hello")).json() == "hi"
+
+
+async def test_an_unfinished_upgrade_is_dropped_after_the_handshake_timeout() -> None:
+    """Half a request head, or one sent a byte at a time, gets 408 and the socket closed
+    once ``websocket.handshake_timeout`` has passed since the connection opened."""
+    app, _ = hub_app(websocket={"handshake_timeout": 0.5})
+    async with running(served_by_livehub(app)) as port:
+        half = await asyncio.open_connection("127.0.0.1", port)
+        half[1].write(b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\n")
+        trickle = await asyncio.open_connection("127.0.0.1", port)
+        start = time.monotonic()
+        dripping = b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        for byte in dripping[:4]:  # a byte each 0.1 s: would take 7 s to finish
+            trickle[1].write(bytes((byte,)))
+            await asyncio.sleep(0.1)
+        for reader, writer in (half, trickle):
+            response = await asyncio.wait_for(reader.read(), 5)  # answered, then closed
+            assert response.startswith(b"HTTP/1.1 408 "), response
+            writer.close()
+        assert time.monotonic() - start < 2.5
+
+
+async def test_a_client_that_never_sends_connect_is_closed_3502() -> None:
+    """After the upgrade, ``client.stale_close_delay`` bounds the wait for ``connect``:
+    pings and a frame never finished do not keep the connection."""
+    app, _ = hub_app(client={"insecure": True, "stale_close_delay": 0.5})
+    async with running(served_by_livehub(app)) as port:
+        reader, writer = await raw_connect(port)
+        writer.write(client_frame(b"", OP_PING) + client_frame(b'{"id":1,"con', OP_TEXT, fin=False))
+        start = time.monotonic()
+        assert await read_close_code(reader) == 3502
+        assert time.monotonic() - start < 3
+        writer.close()
+
+
+async def test_empty_continuation_frames_count_against_the_message_size_limit() -> None:
+    app, _ = hub_app(websocket={"message_size_limit": 4096})
+    async with running(served_by_livehub(app)) as port:
+        reader, writer = await raw_connect(port)
+        writer.write(client_frame(b'{"id":1,', OP_TEXT, fin=False))
+        writer.write(client_frame(b"", OP_CONTINUATION, fin=False) * 1000)  # 6 bytes each on the wire
+        assert await read_close_code(reader) == 1009
+        writer.close()
+
+
+async def test_a_peer_that_does_not_read_is_not_read_and_its_pings_cost_nothing() -> None:
+    """Fill the way to a client that reads nothing until its socket pushes back, then
+    flood pings and commands from it: the server stops reading it (the client's own
+    writes stall), the bytes buffered for it stay bounded, and one pong answers a read's
+    worth of pings."""
+    app, hub = hub_app(client={"insecure": True, "queue_max_size": 64 << 20})
+    server = served_by_livehub(app)
+    async with running(server) as port:
+        reader, writer = await raw_connect(port, rcvbuf=4096)
+        writer.write(client_frame(b'{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"big"}}'))
+        replies = ""
+        frames = server_frames(reader)
+        while '"id":2' not in replies:
+            replies += (await anext(frames))[1].decode()
+        [conn] = connections(server)
+        writer.transport.pause_reading()  # from here on nothing is read, not even into a buffer
+        blob = "x" * 60_000
+        async with asyncio.timeout(20):
+            while conn.write_buffer_size() < 64 * 1024:  # over uvicorn's high-water mark
+                await hub.publish("big", [blob])
+                await asyncio.sleep(0)
+        buffered = conn.write_buffer_size()
+        ping = client_frame(b"p" * 125, OP_PING)
+        command = client_frame(b'{"id":9,"presence":{"channel":"big"}}')
+        sent = 0
+        stalled = False
+        while sent < 64 << 20:  # at most 64 MiB of pings and commands, unread by the server
+            writer.write((ping * 400 + command) * 10)
+            sent += (len(ping) * 400 + len(command)) * 10
+            try:
+                await asyncio.wait_for(writer.drain(), 1)
+            except TimeoutError:
+                stalled = True  # the server stopped reading: its socket and ours are full
+                break
+        assert stalled, f"the server read {sent} bytes from a peer that reads nothing"
+        await asyncio.sleep(0.5)
+        assert conn.write_buffer_size() <= buffered + 64 * 1024
+        writer.transport.abort()
+
+
 # -- raw client helpers
 
 
-def client_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
+def client_frame(payload: bytes, opcode: int = OP_TEXT, fin: bool = True) -> bytes:
     mask = os.urandom(4)
     assert len(payload) < 126
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + _apply_mask_py(payload, mask)
+    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + mask + _apply_mask_py(payload, mask)
+
+
+UPGRADE = (
+    b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
 
 
 async def raw_connect(port: int, rcvbuf: int = 0) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -27,7 +27,7 @@ from livehub.outbox import Flusher, Outbox
 from livehub.protocol.fossil import apply_delta
 from livehub.session import Session, SessionState
 from livehub.settings import Settings
-from livehub.transport import ASGITransport
+from livehub.transports.asgi import ASGITransport
 
 SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
 TIMEOUT = 2.0
@@ -1052,9 +1052,10 @@ async def test_write_delay_packs_publications_of_separate_loop_turns(
     assert [[json.loads(m)["push"]["pub"]["data"] for m in f.split("\n")] for f in got] == frames
 
 
-async def test_asgi_transport_reports_push_back_and_resumes_the_send() -> None:
-    """The ASGI path of the Hub's router: a send that has to wait makes ``write`` return
-    False, ``drained`` finishes that very send; a close abandons a send stuck for good."""
+async def test_asgi_transport_reports_push_back_until_the_send_is_done() -> None:
+    """The ASGI path of the Hub's router: ``write`` starts the send and reports push-back
+    until ``drained`` has seen it done, so sends never overlap or reorder; a close
+    abandons a send stuck for good."""
     sent: list[dict[str, Any]] = []
     writable = asyncio.Event()
     writable.set()
@@ -1064,7 +1065,9 @@ async def test_asgi_transport_reports_push_back_and_resumes_the_send() -> None:
         sent.append(message)
 
     transport = ASGITransport(send)
-    assert transport.write("a") is True
+    assert transport.write("a") is False
+    await asyncio.wait_for(transport.drained(), 1)
+    assert [m["text"] for m in sent] == ["a"]
     writable.clear()
     assert transport.write("b") is False
     drained = asyncio.create_task(transport.drained())

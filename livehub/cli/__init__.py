@@ -1,7 +1,8 @@
 """The ``livehub`` command: the typer app; each command lives in a module of this package.
 
-``serve`` (serve, version), ``client`` (publish, sub), ``tokens`` (token), ``config`` (genconfig,
-checkconfig), ``bench`` (bench), ``codegen`` (codegen ts); ``common`` holds what they share.
+``serve`` (serve, version), ``run`` (run: an app embedding a Hub), ``client`` (publish, sub),
+``tokens`` (token), ``config`` (genconfig, checkconfig), ``bench`` (bench), ``codegen`` (codegen ts);
+``common`` holds what they share.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Annotated
 import typer
 
 from livehub import __version__
-from livehub.cli import bench, client, codegen, config, serve, tokens
+from livehub.cli import bench, client, codegen, config, run, serve, tokens
 from livehub.cli.serve import bind_sockets
 from livehub.serving import DrainingServer
 
@@ -26,7 +27,7 @@ app = typer.Typer(
     '    livehub publish news \'{"text": "hi"}\' --config config.json',
     no_args_is_help=True,
 )
-for module in (serve, client, tokens, config, bench, codegen):  # the order of `livehub --help`
+for module in (serve, run, client, tokens, config, bench, codegen):  # the order of `livehub --help`
     app.add_typer(module.commands)
 
 

@@ -63,9 +63,14 @@ class HandshakeError(Exception):
 
 class Request(NamedTuple):
     method: str
+    #: The request target without its query string, as sent (still percent-encoded).
     path: str
     #: Header names in lower case; a repeated header's values joined with ", ".
     headers: dict[str, str]
+    #: The request target as sent, query string included.
+    target: str = ""
+    #: Every header line as sent, names in lower case: what an ASGI scope carries.
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def parse_request(head: bytes) -> Request:
@@ -77,6 +82,7 @@ def parse_request(head: bytes) -> Request:
     except ValueError:
         raise HandshakeError(400, "malformed request line") from None
     headers: dict[str, str] = {}
+    raw: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         if not line:
             break
@@ -86,7 +92,8 @@ def parse_request(head: bytes) -> Request:
         name = name.strip().lower()
         value = value.strip()
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return Request(method, target.partition("?")[0], headers)
+        raw.append((name.encode("latin-1"), value.encode("latin-1")))
+    return Request(method, target.partition("?")[0], headers, target, tuple(raw))
 
 
 def _tokens(value: str) -> list[str]:
@@ -134,7 +141,15 @@ def accept_response(key: str, subprotocol: str | None = None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-_REASONS = {400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed", 426: "Upgrade Required"}
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    426: "Upgrade Required",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def reject_response(error: HandshakeError) -> bytes:
@@ -207,7 +222,12 @@ def parse_close(payload: bytes) -> tuple[int, str]:
 
 class FrameParser:
     """Client frames in, whole messages out: ``(opcode, payload)``, fragments reassembled,
-    control frames returned as they come (they may arrive between fragments)."""
+    control frames returned as they come (they may arrive between fragments).
+
+    ``max_size`` bounds a message: an unfragmented one by its payload, a fragmented one by
+    its frames' bytes on the wire (headers included), so that a message made of millions of
+    empty continuation frames is refused as too big like any other (each costs ≥ 6 bytes).
+    """
 
     __slots__ = ("_buffer", "_need", "_max_size", "_fragments", "_fragment_opcode", "_fragment_size")
 
@@ -261,7 +281,9 @@ class FrameParser:
                 if length > 125 or not fin:
                     raise WebSocketError(CLOSE_PROTOCOL_ERROR, "invalid control frame")
             elif opcode in _DATA_OPCODES or opcode == OP_CONTINUATION:
-                if self._fragment_size + length > self._max_size:
+                # a frame of a fragmented message costs its header too (see the class doc)
+                cost = length if fin and opcode != OP_CONTINUATION else length + header
+                if self._fragment_size + cost > self._max_size:
                     raise WebSocketError(CLOSE_TOO_BIG, "message too big")
             else:
                 raise WebSocketError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
@@ -276,8 +298,9 @@ class FrameParser:
             elif opcode == OP_CONTINUATION:
                 if not self._fragment_opcode:
                     raise WebSocketError(CLOSE_PROTOCOL_ERROR, "continuation frame without a message")
-                self._fragments.append(payload)
-                self._fragment_size += length
+                if length:
+                    self._fragments.append(payload)
+                self._fragment_size += length + header
                 if fin:
                     messages.append((self._fragment_opcode, b"".join(self._fragments)))
                     self._fragments = []
@@ -289,7 +312,7 @@ class FrameParser:
             else:
                 self._fragment_opcode = opcode
                 self._fragments.append(payload)
-                self._fragment_size = length
+                self._fragment_size = length + header
         self._need = need
         if pos < end:
             if pos or not buffer:

@@ -1,12 +1,14 @@
-"""The WebSocket edge: ASGI messages in and out of a Session. Nothing else touches the socket.
+"""The client endpoint as an ASGI WebSocket: ASGI messages in and out of a Session.
+
+:func:`websocket_handler` is the Hub's FastAPI WebSocket route: what serves the client
+endpoint under any ASGI server (hypercorn, granian, daphne, uvicorn without livehub's
+protocol). Under uvicorn with livehub's protocol (``livehub serve``, ``livehub run``) the
+endpoint is answered below ASGI instead (``livehub.transports.websocket``) and this route
+only sees what that one hands over.
 
 Frames are moved with raw ASGI messages (not ``send_text``/``receive_text``), so a
 client that went away is just the end of the loop, never a "Cannot call send once a
 close message has been sent" error.
-
-:func:`websocket_handler` is the client endpoint as a FastAPI WebSocket route (the Hub's
-router; the app's ``on_connect`` runs at the upgrade, through ``node.connect_hook``).
-``livehub serve`` answers the client endpoint below ASGI instead (``livehub.connection``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -29,65 +31,40 @@ log = logging.getLogger("livehub.transport")
 
 
 class ASGITransport:
-    """A Session's transport over ASGI messages: ``write`` starts the ASGI ``send`` and
-    reports whether it finished at once (it does unless the socket pushes back)."""
+    """A Session's transport over ASGI messages.
 
-    __slots__ = ("_send", "_pending")
+    ``write`` starts the ASGI ``send`` as a task and reports push-back until it completes:
+    the outbox then writes nothing more until :meth:`drained` has awaited that send. One
+    send in flight at a time, in order; a send the peer never takes is cancelled by
+    ``close`` (a slow client) or when the outbox gives up.
+    """
+
+    __slots__ = ("_send", "_sending")
 
     def __init__(self, send: Callable[[Any], Awaitable[None]]) -> None:
-        self._send = send  # an ASGI send: an async function, so it returns a coroutine
-        #: A send that had to wait: the coroutine, started by hand, and what it waits on.
-        self._pending: tuple[Coroutine[Any, Any, None], Any] | None = None
+        self._send = send
+        self._sending: asyncio.Task[None] | None = None
 
     def write(self, frame: str) -> bool:
-        send = cast(Coroutine[Any, Any, None], self._send({"type": "websocket.send", "text": frame}))
-        try:
-            waiting = send.send(None)
-        except StopIteration:
-            return True
-        self._pending = (send, waiting)
+        if self._sending is not None:  # the contract says this does not happen; never reorder
+            raise RuntimeError("write before the previous send was drained")
+        self._sending = asyncio.ensure_future(self._send({"type": "websocket.send", "text": frame}))
         return False
 
     async def drained(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is None:
+        sending = self._sending
+        if sending is None:
             return
-        send, waiting = pending
         try:
-            await _resume(send, waiting)
-        except asyncio.CancelledError:
-            send.close()
-            raise
+            await sending  # cancelled with it if the outbox gives up
+        finally:
+            self._sending = None
 
     async def close(self, code: int, reason: str) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:  # the peer never took it: abandoned
-            pending[0].close()
+        sending, self._sending = self._sending, None
+        if sending is not None and not sending.done():  # the peer never took it: abandoned
+            sending.cancel()
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
-
-
-async def _resume(send: Coroutine[Any, Any, None], waiting: Any) -> None:
-    """Drive a coroutine that was started by hand and is waiting on ``waiting``."""
-    while True:
-        try:
-            if waiting is None:
-                await asyncio.sleep(0)
-            else:
-                # What a Task does with a yielded future before it waits on it.
-                waiting._asyncio_future_blocking = False
-                await waiting
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            try:
-                waiting = send.throw(exc)
-            except StopIteration:
-                return
-            continue
-        try:
-            waiting = send.send(None)
-        except StopIteration:
-            return
 
 
 def origin_allowed(headers: dict[str, str], patterns: list[str]) -> bool:
