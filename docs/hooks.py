@@ -1,0 +1,18 @@
+"""mkdocs hooks: the configuration reference page, rendered from the code on every build."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from mkdocs.structure.files import File, Files
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import gen_config  # docs/gen_config.py, importable once docs/ is on the path
+
+
+def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
+    files.append(File.generated(config, gen_config.PAGE, content=gen_config.render()))
+    return files
