@@ -335,5 +335,24 @@ def render() -> str:
     return "\n".join(out)
 
 
+def unsupported() -> str:
+    """The Centrifugo options livehub does not implement, by section, as a Markdown table: what
+    a Centrifugo config may contain only switched off. Sections livehub lacks entirely are
+    listed once, as top-level keys."""
+    known: dict[str, set[str]] = {"": set(Settings.model_fields)}
+    for path, model in sections():
+        known[path] = set(model.model_fields)
+    known["channel.without_namespace"] = set(NamespaceOptions.model_fields)
+    rows = ["| section | Centrifugo options livehub refuses unless switched off |", "|---|---|"]
+    for section in sorted(CENTRIFUGO_KEYS):
+        if section not in known:
+            continue  # inside a section that is refused as a whole
+        missing = sorted(CENTRIFUGO_KEYS[section] - known[section])
+        if missing:
+            name = f"`{section}`" if section else "(top level)"
+            rows.append(f"| {name} | {', '.join(f'`{m}`' for m in missing)} |")
+    return "\n".join(rows)
+
+
 if __name__ == "__main__":
     print(render())

@@ -160,3 +160,30 @@ def test_configuration_page_is_in_the_built_site(site: Path) -> None:
     text = _text(site / "configuration" / "index.html")
     for key in ("hmac_secret_key", "channel_position_check_delay", "message_size_limit", "presence_ttl"):
         assert key in text
+
+
+def _nested(section: str, key: str, value: object) -> dict[str, object]:
+    """``{"a": {"b": {key: value}}}`` for section ``a.b``; ``x[]`` becomes a list of one item."""
+    data: dict[str, object] = {key: value}
+    for part in reversed([p for p in section.split(".") if p]):
+        if part.endswith("[]"):
+            data = {part[:-2]: [{"name": "ns", **data}]}
+        else:
+            data = {part: data}
+    return data
+
+
+def test_the_refused_centrifugo_options_listed_are_refused_and_pass_switched_off() -> None:
+    """The migration guide's generated table says what ``livehub checkconfig`` does."""
+    from livehub.settings import config_problems
+
+    listed = 0
+    for line in gen_config.unsupported().splitlines()[2:]:
+        section_cell, options_cell = (c.strip() for c in line.strip("|").split("|"))
+        section = "" if section_cell == "(top level)" else section_cell.strip("`")
+        for option in re.findall(r"`([^`]+)`", options_cell):
+            on = config_problems(Settings(**_nested(section, option, "on")))
+            assert any("Centrifugo's option, not supported" in p for p in on), (section, option, on)
+            assert config_problems(Settings(**_nested(section, option, False))) == [], (section, option)
+            listed += 1
+    assert listed > 100
