@@ -12,7 +12,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import gen_config  # docs/gen_config.py, importable once docs/ is on the path
 
-
 #: A page says where the generated list of unsupported Centrifugo options goes with this line.
 UNSUPPORTED = "<!-- generated: unsupported centrifugo options -->"
 
