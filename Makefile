@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 # The official centrifuge SDK, bundled for the demo pages (built, never committed)
 BUNDLE := livehub/demos/static/vendor/centrifuge.js
 
-.PHONY: run test lint check unit peers browser frontend install clean dist
+.PHONY: run test lint check unit peers browser frontend install clean dist docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,6 +32,11 @@ test: $(STAMP) peers $(BUNDLE) browser
 UNIT := not (redis or nats or postgres or browser or peers or cluster or subprocess or slow)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "$(UNIT)" --isolated $(PYTEST_ARGS)
+
+## Build the documentation site strictly (any warning fails) into .cache/site; the configuration
+## reference is generated from livehub/settings.py (docs/gen_config.py). Serve it: .venv/bin/mkdocs serve
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .cache/site
 
 ## Lint, format check and type check, without running a test
 check: $(STAMP)
