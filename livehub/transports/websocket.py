@@ -17,9 +17,9 @@ synchronously (an encoded publication is framed once and the same bytes go to ev
 recipient). A task exists only while commands are being handled or the app's connect
 hook decides who the client is.
 
-What a peer cannot do: make the server buffer without bound. Nothing is read from a
-peer whose socket does not take what is written to it (reading pauses while the
-transport's buffer is over its high-water mark), pings in one read are answered by one
+What a peer cannot do: make the server buffer without bound. Nothing more is read from a
+peer whose socket does not take what is written to it (a read while the transport's buffer
+is over its high-water mark pauses reading until it drains), pings in one read are answered by one
 pong (RFC 6455 allows answering the latest only), commands waiting to be handled are
 bounded (``INBOX_LIMIT``), and an upgrade must be complete within
 ``websocket.handshake_timeout``. A client that stays behind on what it is sent is closed
@@ -75,7 +75,11 @@ MAX_HEAD = 16384
 # Why reading is paused (bits of ``ClientConnection._paused``); it resumes when none is left.
 _HOOK = 1  # the app's connect hook is deciding: nothing is read before the answer
 _INBOX = 2  # INBOX_LIMIT frames wait to be handled
-_WRITE = 4  # the peer does not take what is written: reading it would only pile up replies
+_WRITE = 4  # the peer sent while it takes nothing we write: reading it would only pile up replies
+_READING = _HOOK | _INBOX | _WRITE
+# Not a reason to pause reading by itself (a subscriber whose buffer fills up sends nothing, and
+# pausing it would cost two system calls per fill), but what makes the next read pause it.
+_BLOCKED = 8  # the transport's buffer is over its high-water mark
 
 
 class State(enum.Enum):
@@ -171,6 +175,8 @@ class ClientConnection(asyncio.Protocol):
             log.info("client broke the WebSocket protocol: %s", exc.reason)
             self._protocol_error(exc.code, exc.reason)
             return
+        if self._paused & _BLOCKED:  # a peer that sends but does not read: this read is the last
+            self._pause(_WRITE)
         pong = None
         for opcode, payload in messages:
             if opcode == OP_PING:
@@ -178,7 +184,7 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self._on_message(opcode, payload)
         if pong is not None and self._state is _OPEN:
-            if self._paused & _WRITE:
+            if self._paused & _BLOCKED:
                 self._pong = pong  # sent once the peer reads again
             else:
                 self._transport.write(encode_frame(OP_PONG, pong))
@@ -201,9 +207,10 @@ class ClientConnection(asyncio.Protocol):
                 self._task = asyncio.get_running_loop().create_task(session.cleanup())
 
     def pause_writing(self) -> None:
-        self._pause(_WRITE)
+        self._paused |= _BLOCKED
 
     def resume_writing(self) -> None:
+        self._paused &= ~_BLOCKED
         self._resume(_WRITE)
         if self._pong is not None:
             pong, self._pong = self._pong, None
@@ -224,14 +231,14 @@ class ClientConnection(asyncio.Protocol):
         self._set_timer(SHUTDOWN_GRACE, self._transport.abort)
 
     def _pause(self, reason: int) -> None:
-        if not self._paused and self._state is not _CLOSED:
+        if not self._paused & _READING and self._state is not _CLOSED:
             self._transport.pause_reading()
         self._paused |= reason
 
     def _resume(self, reason: int) -> None:
-        was = self._paused
+        was = self._paused & _READING
         self._paused &= ~reason
-        if was and not self._paused and self._state is not _CLOSED:
+        if was and not self._paused & _READING and self._state is not _CLOSED:
             self._transport.resume_reading()
 
     def _set_timer(self, delay: float, callback: Callable[[], object]) -> None:
@@ -448,10 +455,10 @@ class ClientConnection(asyncio.Protocol):
     def write(self, frame: str) -> bool:
         if self._state is _OPEN:
             self._transport.write(_text_frame(frame))
-        return not self._paused & _WRITE
+        return not self._paused & _BLOCKED
 
     async def drained(self) -> None:
-        if self._paused & _WRITE and self._state is not _CLOSED:
+        if self._paused & _BLOCKED and self._state is not _CLOSED:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
         if self._state is _CLOSED:  # a paused transport is never resumed once lost
