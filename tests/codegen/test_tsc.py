@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import os
 import subprocess
 import sys
 import tempfile
@@ -164,11 +165,12 @@ def test_helpers_find_the_pattern_the_server_finds(project: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def example_url() -> Iterator[str]:
-    """examples/fastapi_app.py served by uvicorn on a free loopback port."""
+def example_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """examples/fastapi_app.py served by uvicorn on a free loopback port (its rolls in a temp file)."""
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--log-level", "warning"], cwd=ROOT)
+    env = {**os.environ, "CHAT_DB": str(tmp_path_factory.mktemp("example") / "chat.sqlite3")}
+    proc = subprocess.Popen([*cmd, "--log-level", "warning"], cwd=ROOT, env=env)
     try:
         wait_port(port, proc)
         yield f"ws://127.0.0.1:{port}/connection/websocket"
