@@ -13,9 +13,9 @@ installed under .cache/codegen by tests/codegen/install.sh).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
-import os
 import subprocess
 import sys
 import tempfile
