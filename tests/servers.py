@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,8 +34,25 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -
 
 
 @contextlib.contextmanager
+def running(cmd: list[str], port: int, **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``cmd`` in the repo, wait until ``port`` answers, yield the process; then stop it
+    (SIGTERM, SIGKILL if it hangs)."""
+    proc: subprocess.Popen[bytes] = subprocess.Popen(cmd, cwd=ROOT, **popen)
+    try:
+        wait_port(port, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
 def serve(config: str | Path | None, port: int | None = None, host: str = "127.0.0.1") -> Iterator[int]:
-    """Start the server, yield its port, stop it (SIGTERM, then SIGKILL if it hangs)."""
+    """Start ``livehub serve``, yield its port, stop it."""
     port = port or free_port()
     cmd = [
         sys.executable,
@@ -50,17 +68,8 @@ def serve(config: str | Path | None, port: int | None = None, host: str = "127.0
     ]
     if config is not None:
         cmd += ["--config", str(config)]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    try:
-        wait_port(port, proc)
+    with running(cmd, port):
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def provision(script: str, what: str) -> None:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.servers import ROOT, free_port, wait_port
+from tests.servers import ROOT, free_port, running, wait_port
 
 LOADGEN = ROOT / "bench" / "loadgen.py"
 CLIENTS = ["sansio"] + (
@@ -28,17 +28,8 @@ def server() -> Iterator[tuple[int, int]]:
     """``livehub serve`` with the benchmark's config on a free port: (port, pid)."""
     port = free_port()
     cmd = [sys.executable, "-m", "livehub", "serve", "--config", str(ROOT / "bench" / "fanout.toml")]
-    proc = subprocess.Popen([*cmd, "--port", str(port), "--log-level", "warning"], cwd=ROOT)
-    try:
-        wait_port(port, proc)
+    with running([*cmd, "--port", str(port), "--log-level", "warning"], port) as proc:
         yield port, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def loadgen(*args: str) -> dict:

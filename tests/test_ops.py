@@ -10,7 +10,6 @@ import ipaddress
 import json
 import os
 import ssl
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import livehub
 from livehub.settings import load_settings
-from tests.servers import ROOT, free_port, wait_port
+from tests.servers import free_port, running
 
 SECRET = "ops-test-secret-long-enough-for-hs256"
 API_KEY = "ops-api-key"
@@ -43,17 +42,8 @@ def server(*args: str, env: dict[str, str] | None = None, stderr: Path | None = 
     cmd = [sys.executable, "-m", "livehub", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with contextlib.ExitStack() as stack:
         err = stack.enter_context(stderr.open("wb")) if stderr else None
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**CLEAN_ENV, **(env or {})}, stderr=err)
-        try:
-            wait_port(port, proc)
-            yield port
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stack.enter_context(running(cmd, port, env={**CLEAN_ENV, **(env or {})}, stderr=err))
+        yield port
 
 
 def write_config(tmp_path: Path, config: dict[str, Any]) -> Path:

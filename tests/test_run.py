@@ -10,7 +10,6 @@ the official centrifuge-python SDK: connect, subscribe, publish, receive, RPC, d
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +24,7 @@ from centrifuge import (  # type: ignore[import-untyped]
 )
 
 from livehub.transports.websocket import HTTP_PROTOCOL
-from tests.servers import ROOT, free_port, wait_port
+from tests.servers import free_port, running
 
 #: Resolves connections with ``node.connect_hook``: the socket-level path resolves it at the handshake.
 EMBEDDED = "tests.embedded_app:app"
@@ -48,17 +47,8 @@ def served(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     server, app = request.param
     port = free_port()
     args = SERVERS[server].format(app=app, port=port).split()
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT)
-    try:
-        wait_port(port, proc)
+    with running([sys.executable, *args], port):
         yield f"ws://127.0.0.1:{port}/connection/websocket", app
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Events(SubscriptionEventHandler):  # type: ignore[misc]
