@@ -52,8 +52,8 @@ with the NATS server's clock. A live node re-puts its clients' entries every
 ``client.presence_update_interval`` (``refresh_presence``); a dead node's entries expire.
 The bucket has one TTL for every node: a node started with another ``presence_ttl``
 changes it for all (the last one started wins). ``presence`` reads the channel's keys
-with a short-lived ordered consumer (last value per key; the server drops it about
-``io_timeout`` after the read), so it costs a few round trips whatever the count.
+with a short-lived pull consumer (last value per key; the server drops it about
+``io_timeout`` after the read): a few round trips whatever the count.
 
 Every call fails with ``EngineUnavailable`` at once while NATS is disconnected, and
 within ``io_timeout`` if it does not answer.
@@ -78,7 +78,15 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RePublish,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -115,6 +123,8 @@ H_OFFSET, H_EPOCH, H_EXPIRES, H_SIZE, H_DELTA, H_KIND = (
     "Lh-Delta",
     "Lh-Kind",
 )
+#: The header of a KV delete or purge marker.
+KV_OPERATION = "KV-Operation"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 WRONG_LAST_SEQUENCE = 10071
 #: Publish attempts of one channel before giving up under contention.
@@ -643,20 +653,20 @@ class NatsPresenceManager:
         self._broker = broker
 
     @contextlib.asynccontextmanager
-    async def _bucket(self) -> AsyncIterator[KeyValue]:
-        async with self._broker.guard():
+    async def _bucket(self) -> AsyncIterator[tuple[KeyValue, JetStreamContext]]:
+        async with self._broker.guard() as (_, js):
             kv = self._broker.presence_kv
             if kv is None:
                 raise EngineUnavailable("nats: presence bucket not set up yet")
-            yield kv
+            yield kv, js
 
     async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
-        async with self._bucket() as kv:
+        async with self._bucket() as (kv, _):
             await kv.put(_presence_key(channel, client_id), encode_info(info))
 
     async def refresh_presence(self, entries: Sequence[PresenceEntry]) -> None:
         """Re-put every entry (restarting its TTL), BATCH acks awaited at once."""
-        async with self._bucket() as kv:
+        async with self._bucket() as (kv, _):
             for i in range(0, len(entries), self.BATCH):
                 await asyncio.gather(
                     *(
@@ -666,22 +676,45 @@ class NatsPresenceManager:
                 )
 
     async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
-        async with self._bucket() as kv:
+        async with self._bucket() as (kv, _):
             await kv.delete(_presence_key(channel, client_id))
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        """Read the channel's keys through an ephemeral pull consumer (last message per
+        key): its pending count, fixed when it is made, says how many to wait for, so no
+        entry written before the call is missed however messages and replies interleave."""
         clients: dict[str, ClientInfo] = {}
+        cfg = self._broker.config
         prefix = escape(channel) + "."
-        async with self._bucket() as kv:
-            watcher = await kv.watch(
-                prefix + "*", ignore_deletes=True, inactive_threshold=self._broker.config.io_timeout
+        async with self._bucket() as (_, js):
+            sub = await js.pull_subscribe(
+                f"$KV.{cfg.presence_bucket}.{prefix}*",
+                stream=f"KV_{cfg.presence_bucket}",
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                    ack_policy=AckPolicy.NONE,
+                    inactive_threshold=cfg.io_timeout,  # the server drops it after
+                ),
             )
             try:
-                while (entry := await watcher.updates(self._broker.config.io_timeout)) is not None:  # type: ignore[no-untyped-call]
-                    if entry.value:
-                        clients[unescape(entry.key[len(prefix) :])] = decode_info(entry.value)
+                remaining = (await sub.consumer_info()).num_pending or 0
+                while remaining > 0:
+                    try:
+                        msgs = await sub.fetch(batch=min(remaining, self.BATCH), timeout=cfg.io_timeout)
+                    except nats.errors.TimeoutError:
+                        if not (await sub.consumer_info()).num_pending:
+                            break  # the rest expired (max age) since the consumer was made
+                        raise
+                    for msg in msgs:
+                        remaining = min(remaining - 1, msg.metadata.num_pending or 0)
+                        client = unescape(msg.subject.rsplit(".", 1)[1])
+                        if (msg.headers or {}).get(KV_OPERATION) or not msg.data:  # deleted
+                            clients.pop(client, None)
+                        else:
+                            clients[client] = decode_info(msg.data)
             finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
         return clients
 
     async def presence_stats(self, channel: str) -> PresenceStats:

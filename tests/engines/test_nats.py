@@ -200,3 +200,18 @@ async def test_the_presence_bucket_ttl_is_the_last_started_nodes(url: str) -> No
     finally:
         await first.close()
         await second.close()
+
+
+async def test_concurrent_presence_reads_miss_nothing(url: str) -> None:
+    """A hundred reads at once, each on its own short-lived consumer: every read returns
+    its own channel's entry, nothing from the others and nothing missing."""
+    broker, presence = from_url(url)
+    await broker.start(Recorder())
+    try:
+        channels = [channel_name() for _ in range(100)]
+        await presence.refresh_presence([(ch, "c1", ClientInfo(ch, "c1")) for ch in channels])
+        for _ in range(3):
+            results = await asyncio.gather(*(presence.presence(ch) for ch in channels))
+            assert results == [{"c1": ClientInfo(ch, "c1")} for ch in channels]
+    finally:
+        await broker.close()
