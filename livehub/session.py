@@ -375,6 +375,8 @@ class Session:
         if not channel:
             raise codes.error_bad_request()
         opts = node.rules.options(channel)
+        if (refusal := req.type_refusal()) is not None:
+            raise refusal
         if channel in self.subs:
             raise codes.error_already_subscribed()
         if len(self.subs) >= self.cfg.channel_limit:

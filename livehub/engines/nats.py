@@ -1,14 +1,13 @@
 """The NATS broker: pub/sub between nodes over NATS, history and recovery over JetStream.
 
 ``engine_from_url("nats://127.0.0.1:4222?prefix=app")`` builds a ``NatsBroker`` and a
-``MemoryPresenceManager``: **presence is per node** with NATS (each node sees only its
-own clients in ``presence``/``presence_stats``); use the Redis engine for cluster-wide
-presence. Several URLs are servers of one NATS cluster. Options: ``prefix``
-(``livehub``; letters, digits, ``-``, ``_``), ``connect_timeout`` (1s), ``io_timeout``
-(2s), ``storage`` (``file`` or ``memory``), ``history_size`` (1000: the most publications
-JetStream keeps per channel), ``history_ttl`` (24h: the longest it keeps them),
-``meta_ttl`` (30d) and ``idempotency_ttl`` (1h): bounds of the stores below; each
-publication's own ``history_size``/``history_ttl`` are applied within them.
+``NatsPresenceManager`` (cluster-wide presence, below) sharing one connection. Several
+URLs are servers of one NATS cluster. Options: ``prefix`` (``livehub``; letters, digits,
+``-``, ``_``), ``connect_timeout`` (1s), ``io_timeout`` (2s), ``storage`` (``file`` or
+``memory``), ``history_size`` (1000: the most publications JetStream keeps per channel),
+``history_ttl`` (24h: the longest it keeps them), ``meta_ttl`` (30d) and
+``idempotency_ttl`` (1h): bounds of the stores below; each publication's own
+``history_size``/``history_ttl`` are applied within them; ``presence_ttl`` (60s).
 
 Subjects: a channel name is escaped into one subject token (bytes outside
 ``[A-Za-z0-9_-]`` become ``=XX``, the empty name ``=``), so ``.``, ``*``, ``>`` and
@@ -45,6 +44,17 @@ can both go through (the Redis engine is atomic there).
 as the delta base (``wire.DeltaBases``); JetStream's ordered republish makes that the
 previous offset unless a message was lost.
 
+Presence lives in the KV bucket ``{prefix}_presence``: key ``{ch}.{client}`` (both
+escaped) -> info blob. The bucket keeps one revision per key and its ``max_age`` is
+``presence_ttl``, so each entry expires ``presence_ttl`` after it was last written: that
+is a per-key TTL on servers older than 2.11 (which has no per-message TTL), measured
+with the NATS server's clock. A live node re-puts its clients' entries every
+``client.presence_update_interval`` (``refresh_presence``); a dead node's entries expire.
+The bucket has one TTL for every node: a node started with another ``presence_ttl``
+changes it for all (the last one started wins). ``presence`` reads the channel's keys
+with a short-lived pull consumer (last value per key; the server drops it about
+``io_timeout`` after the read): a few round trips whatever the count.
+
 Every call fails with ``EngineUnavailable`` at once while NATS is disconnected, and
 within ``io_timeout`` if it does not answer.
 """
@@ -68,16 +78,29 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, RePublish, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RePublish,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from livehub.engines import options
-from livehub.engines.base import BrokerEventHandler, EngineUnavailable, HistoryOptions, PublishOptions
-from livehub.engines.memory import MemoryPresenceManager
+from livehub.engines.base import (
+    BrokerEventHandler,
+    EngineUnavailable,
+    HistoryOptions,
+    PresenceEntry,
+    PublishOptions,
+)
 from livehub.engines.redis_pubsub import Backoff
 from livehub.engines.wire import DeltaBases, decode_info, decode_publication, encode_info, encode_publication
-from livehub.models import ClientInfo, Publication, StreamPosition
+from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
 log = logging.getLogger("livehub.engines.nats")
 
@@ -90,6 +113,7 @@ OPTIONS = (
     "history_ttl",
     "meta_ttl",
     "idempotency_ttl",
+    "presence_ttl",
 )
 H_OFFSET, H_EPOCH, H_EXPIRES, H_SIZE, H_DELTA, H_KIND = (
     "Lh-Off",
@@ -99,6 +123,8 @@ H_OFFSET, H_EPOCH, H_EXPIRES, H_SIZE, H_DELTA, H_KIND = (
     "Lh-Delta",
     "Lh-Kind",
 )
+#: The header of a KV delete or purge marker.
+KV_OPERATION = "KV-Operation"
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 WRONG_LAST_SEQUENCE = 10071
 #: Publish attempts of one channel before giving up under contention.
@@ -111,6 +137,21 @@ def escape(channel: str) -> str:
     if not channel:
         return "="
     return "".join(chr(b) if b in _SAFE else f"={b:02X}" for b in channel.encode())
+
+
+def unescape(token: str) -> str:
+    """The inverse of ``escape``."""
+    if token == "=":
+        return ""
+    out, i, raw = bytearray(), 0, token.encode()
+    while i < len(raw):
+        if raw[i] == ord("="):
+            out.append(int(raw[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode()
 
 
 def new_epoch() -> str:
@@ -132,6 +173,7 @@ class NatsConfig:
     history_ttl: float = 86400.0
     meta_ttl: float = 30 * 86400.0
     idempotency_ttl: float = 3600.0
+    presence_ttl: float = 60.0
 
     @classmethod
     def from_url(cls, url: str | Sequence[str]) -> NatsConfig:
@@ -155,6 +197,7 @@ class NatsConfig:
             history_ttl=options.duration(opts, "history_ttl", 86400.0),
             meta_ttl=options.duration(opts, "meta_ttl", 30 * 86400.0),
             idempotency_ttl=options.duration(opts, "idempotency_ttl", 3600.0),
+            presence_ttl=options.duration(opts, "presence_ttl", 60.0),
         )
 
     @property
@@ -168,6 +211,10 @@ class NatsConfig:
     @property
     def idem_bucket(self) -> str:
         return f"{self.prefix}_idem"
+
+    @property
+    def presence_bucket(self) -> str:
+        return f"{self.prefix}_presence"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +249,8 @@ class NatsBroker:
         self._js: JetStreamContext | None = None
         self._meta: KeyValue | None = None
         self._idem: KeyValue | None = None
+        #: The presence bucket, read by ``NatsPresenceManager`` over this connection.
+        self.presence_kv: KeyValue | None = None
         self._handler: BrokerEventHandler | None = None
         self._wanted: set[str] = set()
         self._subs: dict[str, Subscription] = {}
@@ -272,6 +321,7 @@ class NatsBroker:
             )
         self._meta = await _bucket(js, cfg.meta_bucket, cfg.meta_ttl, storage)
         self._idem = await _bucket(js, cfg.idem_bucket, cfg.idempotency_ttl, storage)
+        self.presence_kv = await _presence_bucket(js, cfg.presence_bucket, cfg.presence_ttl, storage)
         await nc.subscribe(self._control_subject, cb=self._on_control)  # nats-py keeps it over reconnects
         self._nc, self._js = nc, js
         async with self._lock:
@@ -289,7 +339,7 @@ class NatsBroker:
                 await self._task
         if self._nc is not None:
             await self._nc.close()
-        self._nc = self._js = self._meta = self._idem = None
+        self._nc = self._js = self._meta = self._idem = self.presence_kv = None
         self._subs.clear()
         self._bases.clear()
 
@@ -306,7 +356,7 @@ class NatsBroker:
         log.info("nats: reconnected")
 
     @contextlib.asynccontextmanager
-    async def _guard(self) -> AsyncIterator[tuple[Client, JetStreamContext]]:
+    async def guard(self) -> AsyncIterator[tuple[Client, JetStreamContext]]:
         """Fail fast while disconnected; turn client errors into EngineUnavailable."""
         nc, js = self._nc, self._js
         if nc is None or js is None or not nc.is_connected:
@@ -332,7 +382,7 @@ class NatsBroker:
             handler.handle_control(msg.data)
 
     async def publish_control(self, data: bytes) -> None:
-        async with self._guard() as (nc, _):
+        async with self.guard() as (nc, _):
             await nc.publish(self._control_subject, data)
 
     async def _subscribe(self, nc: Client, channel: str) -> None:
@@ -347,7 +397,7 @@ class NatsBroker:
 
     async def subscribe(self, channel: str) -> None:
         self._wanted.add(channel)
-        async with self._guard() as (nc, _), self._lock:
+        async with self.guard() as (nc, _), self._lock:
             await self._subscribe(nc, channel)
             await nc.flush(timeout=self._flush_timeout)  # the server has our SUB now
 
@@ -382,7 +432,7 @@ class NatsBroker:
     # -- publishing
 
     async def publish(self, channel: str, data: bytes, opts: PublishOptions) -> tuple[StreamPosition, bool]:
-        async with self._guard() as (nc, js):
+        async with self.guard() as (nc, js):
             idem_key = f"{escape(channel)}.{escape(opts.idempotency_key)}" if opts.idempotency_key else ""
             if idem_key:
                 cached = await self._idempotent_result(idem_key)
@@ -501,17 +551,17 @@ class NatsBroker:
             return fresh, revision
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
-        async with self._guard() as (nc, _):
+        async with self.guard() as (nc, _):
             await nc.publish(self._subject("p", channel), encode_info(info), headers={H_KIND: "j"})
 
     async def publish_leave(self, channel: str, info: ClientInfo) -> None:
-        async with self._guard() as (nc, _):
+        async with self.guard() as (nc, _):
             await nc.publish(self._subject("p", channel), encode_info(info), headers={H_KIND: "l"})
 
     # -- history
 
     async def history(self, channel: str, opts: HistoryOptions) -> tuple[list[Publication], StreamPosition]:
-        async with self._guard() as (_, js):
+        async with self.guard() as (_, js):
             key = escape(channel)
             meta, revision = await self._load_meta(key, opts.history_meta_ttl)
             if meta.expires and opts.history_meta_ttl > 0:
@@ -555,7 +605,7 @@ class NatsBroker:
             pubs.append(decode_publication(msg.data or b"", offset))
 
     async def remove_history(self, channel: str) -> None:
-        async with self._guard() as (_, js):
+        async with self.guard() as (_, js):
             await js.purge_stream(self.config.stream, subject=self._subject("h", channel))
 
 
@@ -566,18 +616,119 @@ async def _bucket(js: JetStreamContext, name: str, ttl: float, storage: StorageT
         return await js.create_key_value(KeyValueConfig(bucket=name, history=1, ttl=ttl, storage=storage))
 
 
+async def _presence_bucket(js: JetStreamContext, name: str, ttl: float, storage: StorageType) -> KeyValue:
+    """The presence bucket, its max age set to this node's ``presence_ttl`` (the bucket
+    has one TTL: a node with another one changes it for every node)."""
+    kv = await _bucket(js, name, ttl, storage)
+    info = await js.stream_info(f"KV_{name}")
+    config = info.config
+    if config.max_age is None or not math.isclose(config.max_age, ttl):
+        window = min(config.duplicate_window or ttl, ttl)
+        log.info("nats: presence TTL of bucket %s set to %ss (was %ss)", name, ttl, config.max_age)
+        await js.update_stream(replace(config, max_age=ttl, duplicate_window=window))
+    return kv
+
+
 async def delete_streams(url: str | Sequence[str]) -> None:
     """Delete the stream and buckets of the URL's prefix (tests, and decommissioning)."""
     config = NatsConfig.from_url(url)
     nc = await nats.connect(servers=list(config.servers), connect_timeout=config.connect_timeout)
     try:
         js = nc.jetstream(timeout=config.io_timeout)
-        for stream in (config.stream, f"KV_{config.meta_bucket}", f"KV_{config.idem_bucket}"):
+        buckets = (config.meta_bucket, config.idem_bucket, config.presence_bucket)
+        for stream in (config.stream, *(f"KV_{bucket}" for bucket in buckets)):
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(stream)
     finally:
         await nc.close()
 
 
-def from_url(url: str | Sequence[str]) -> tuple[NatsBroker, MemoryPresenceManager]:
-    return NatsBroker(NatsConfig.from_url(url)), MemoryPresenceManager()
+class NatsPresenceManager:
+    """Cluster-wide presence in the broker's ``{prefix}_presence`` bucket (module doc)."""
+
+    #: Entries written at once by ``refresh_presence`` (each waits for its ack).
+    BATCH = 500
+
+    def __init__(self, broker: NatsBroker) -> None:
+        self._broker = broker
+
+    @contextlib.asynccontextmanager
+    async def _bucket(self) -> AsyncIterator[tuple[KeyValue, JetStreamContext]]:
+        async with self._broker.guard() as (_, js):
+            kv = self._broker.presence_kv
+            if kv is None:
+                raise EngineUnavailable("nats: presence bucket not set up yet")
+            yield kv, js
+
+    async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
+        async with self._bucket() as (kv, _):
+            await kv.put(_presence_key(channel, client_id), encode_info(info))
+
+    async def refresh_presence(self, entries: Sequence[PresenceEntry]) -> None:
+        """Re-put every entry (restarting its TTL), BATCH acks awaited at once."""
+        async with self._bucket() as (kv, _):
+            for i in range(0, len(entries), self.BATCH):
+                await asyncio.gather(
+                    *(
+                        kv.put(_presence_key(channel, client_id), encode_info(info))
+                        for channel, client_id, info in entries[i : i + self.BATCH]
+                    )
+                )
+
+    async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
+        async with self._bucket() as (kv, _):
+            await kv.delete(_presence_key(channel, client_id))
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        """Read the channel's keys through an ephemeral pull consumer (last message per
+        key): its pending count, fixed when it is made, says how many to wait for, so no
+        entry written before the call is missed however messages and replies interleave."""
+        clients: dict[str, ClientInfo] = {}
+        cfg = self._broker.config
+        prefix = escape(channel) + "."
+        async with self._bucket() as (_, js):
+            sub = await js.pull_subscribe(
+                f"$KV.{cfg.presence_bucket}.{prefix}*",
+                stream=f"KV_{cfg.presence_bucket}",
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                    ack_policy=AckPolicy.NONE,
+                    inactive_threshold=cfg.io_timeout,  # the server drops it after
+                ),
+            )
+            try:
+                remaining = (await sub.consumer_info()).num_pending or 0
+                while remaining > 0:
+                    try:
+                        msgs = await sub.fetch(batch=min(remaining, self.BATCH), timeout=cfg.io_timeout)
+                    except nats.errors.TimeoutError:
+                        if not (await sub.consumer_info()).num_pending:
+                            break  # the rest expired (max age) since the consumer was made
+                        raise
+                    for msg in msgs:
+                        remaining = min(remaining - 1, msg.metadata.num_pending or 0)
+                        client = unescape(msg.subject.rsplit(".", 1)[1])
+                        if (msg.headers or {}).get(KV_OPERATION) or not msg.data:  # deleted
+                            clients.pop(client, None)
+                        else:
+                            clients[client] = decode_info(msg.data)
+            finally:
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+        return clients
+
+    async def presence_stats(self, channel: str) -> PresenceStats:
+        clients = await self.presence(channel)
+        return PresenceStats(len(clients), len({info.user for info in clients.values()}))
+
+    async def close(self) -> None:
+        """The connection is the broker's: it closes it."""
+
+
+def _presence_key(channel: str, client_id: str) -> str:
+    return f"{escape(channel)}.{escape(client_id)}"
+
+
+def from_url(url: str | Sequence[str]) -> tuple[NatsBroker, NatsPresenceManager]:
+    broker = NatsBroker(NatsConfig.from_url(url))
+    return broker, NatsPresenceManager(broker)

@@ -13,7 +13,12 @@ from typing import Any
 import orjson
 
 from livehub.models import StreamPosition
-from livehub.protocol.codes import disconnect_bad_request
+from livehub.protocol.codes import (
+    Error,
+    disconnect_bad_request,
+    error_not_available,
+    error_permission_denied,
+)
 
 METHODS = (
     "connect",
@@ -108,6 +113,12 @@ class ConnectParams:
 FLAG_REJECT_UNRECOVERED = 2
 
 
+#: SubscribeRequest.type: 0 is a plain stream, the only kind livehub serves. Centrifugo
+#: 6.8 added map (1), map clients presence (2), map users presence (3) and shared poll (4).
+SUBSCRIPTION_TYPE_STREAM = 0
+SUBSCRIPTION_TYPE_SHARED_POLL = 4
+
+
 @dataclass(frozen=True, slots=True)
 class SubscribeParams:
     channel: str
@@ -121,6 +132,18 @@ class SubscribeParams:
     join_leave: bool = False
     delta: str = ""
     flag: int = 0
+    type: int = SUBSCRIPTION_TYPE_STREAM
+
+    def type_refusal(self) -> Error | None:
+        """The error for a subscription type livehub does not serve (None for a stream),
+        as Centrifugo answers on a channel not configured for it: 108 for shared poll
+        (the Centrifuge library's check), 103 for map and any other type (Centrifugo's
+        namespace check) -- rather than serving a stream to a client expecting a map."""
+        if self.type == SUBSCRIPTION_TYPE_STREAM:
+            return None
+        if self.type == SUBSCRIPTION_TYPE_SHARED_POLL:
+            return error_not_available()
+        return error_permission_denied()
 
     @classmethod
     def parse(cls, p: dict[str, Any]) -> SubscribeParams:
@@ -136,6 +159,7 @@ class SubscribeParams:
             join_leave=_bool(p, "join_leave"),
             delta=_str(p, "delta"),
             flag=_int(p, "flag"),
+            type=_int(p, "type"),
         )
 
 

@@ -31,6 +31,9 @@ ENGINES = ["memory", "redis", "redis-shards", "redis-cluster", "nats"]
 REDIS_URL = os.environ.get("LIVEHUB_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 NATS_URL = os.environ.get("LIVEHUB_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
+#: The presence TTL of the nodes that test presence expiry, seconds.
+PRESENCE_TTL = 1.0
+
 #: How long to wait for an event the engine must deliver.
 DELIVERY_TIMEOUT = 2.0
 
@@ -92,6 +95,20 @@ class Recorder:
 
 
 @dataclass
+class Peer:
+    """Another node on the same engine (same store and prefix), started."""
+
+    broker: Broker
+    presence: PresenceManager
+    handler: Recorder
+
+    async def close(self) -> None:
+        """Leaves the store as it is, like a node that stops (or dies)."""
+        await self.broker.close()
+        await self.presence.close()
+
+
+@dataclass
 class Engine:
     name: str
     broker: Broker
@@ -100,16 +117,17 @@ class Engine:
     clock: FakeClock | None = None
     #: Removes what the engine left in a shared store (keys, streams) after the test.
     cleanup: Callable[[], Awaitable[None]] | None = None
-    #: Builds another node's broker on the same store (None: a single-process engine).
-    make_peer: Callable[[], Broker] | None = None
+    #: Builds another node's broker and presence manager on the same store, given extra
+    #: URL options such as ``presence_ttl=1s`` (None: a single-process engine).
+    make_peer: Callable[[str], tuple[Broker, PresenceManager]] | None = None
 
-    async def peer(self) -> tuple[Broker, Recorder] | None:
+    async def peer(self, options: str = "") -> Peer | None:
         """Another node on the same engine, started; the caller closes it."""
         if self.make_peer is None:
             return None
-        broker, recorder = self.make_peer(), Recorder()
-        await broker.start(recorder)
-        return broker, recorder
+        peer = Peer(*self.make_peer(options), Recorder())
+        await peer.broker.start(peer.handler)
+        return peer
 
     async def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass for the engine's TTLs."""
@@ -144,10 +162,15 @@ def unique_prefix() -> str:
     return "lhtest" + secrets.token_hex(5)
 
 
-def redis_urls(name: str, prefix: str) -> list[str]:
+def redis_urls(name: str, prefix: str, options: str = "") -> list[str]:
     """``redis``: one URL (DB 0); ``redis-shards``: two shards, DBs 1 and 2 of the same server."""
     dbs = ["1", "2"] if name == "redis-shards" else ["0"]
-    return [f"{REDIS_URL}/{db}?prefix={prefix}" for db in dbs]
+    return [with_options(f"{REDIS_URL}/{db}?prefix={prefix}", options) for db in dbs]
+
+
+def with_options(url: str, options: str) -> str:
+    """``url`` (which has a query already) with the extra ``options`` query appended."""
+    return f"{url}&{options}" if options else url
 
 
 async def delete_redis_keys(urls: list[str], prefix: str) -> None:
@@ -183,13 +206,18 @@ async def make_engine(name: str, cluster_url: str = "") -> Engine:
             *redis_engine(urls),
             recorder,
             cleanup=lambda: delete_redis_keys(urls, prefix),
-            make_peer=lambda: redis_engine(urls)[0],
+            make_peer=lambda options: redis_engine(redis_urls(name, prefix, options)),
         )
     elif name == "redis-cluster":
         from livehub.engines.redis import from_url as redis_engine
 
         url = f"{cluster_url}?cluster=1&prefix={unique_prefix()}"
-        engine = Engine(name, *redis_engine(url), recorder, make_peer=lambda: redis_engine(url)[0])
+        engine = Engine(
+            name,
+            *redis_engine(url),
+            recorder,
+            make_peer=lambda options: redis_engine(with_options(url, options)),
+        )
     elif name == "nats":
         from livehub.engines.nats import delete_streams
         from livehub.engines.nats import from_url as nats_engine
@@ -202,7 +230,7 @@ async def make_engine(name: str, cluster_url: str = "") -> Engine:
             *nats_engine(url),
             recorder,
             cleanup=lambda: delete_streams(url),
-            make_peer=lambda: nats_engine(url)[0],
+            make_peer=lambda options: nats_engine(with_options(url, options)),
         )
     else:
         raise ValueError(f"unknown engine {name!r}")
@@ -517,15 +545,15 @@ class BrokerContract:
             assert engine.handler.controls == messages
             if peer is None:
                 return
-            broker, recorder = peer
+            recorder = peer.handler
             await recorder.wait_for(lambda: len(recorder.controls) >= 20)
             assert recorder.controls == messages
-            await broker.publish_control(b"from-peer")
+            await peer.broker.publish_control(b"from-peer")
             await engine.handler.wait_for(lambda: b"from-peer" in engine.handler.controls)
             await recorder.wait_for(lambda: b"from-peer" in recorder.controls)
         finally:
             if peer is not None:
-                await peer[0].close()
+                await peer.close()
 
     # -- idempotency and deltas
 
@@ -681,6 +709,55 @@ class PresenceContract:
         await engine.presence.refresh_presence(entries)
         for ch, client, info in entries:
             assert await engine.presence.presence(ch) == {client: info}
+
+    # -- several nodes: a networked engine's presence is the cluster's, not the node's
+
+    async def test_presence_is_the_same_on_every_node(self, engine: Engine) -> None:
+        """Clients added on one node are seen (and counted) on another, removals too. A
+        single-process engine has no other node."""
+        peer = await engine.peer()
+        if peer is None:
+            return
+        ch = channel_name()
+        try:
+            await engine.presence.add_presence(ch, "c1", ALICE)
+            await peer.presence.add_presence(ch, "c2", ALICE_TAB)
+            await peer.presence.add_presence(ch, "c3", BOB)
+            everyone = {"c1": ALICE, "c2": ALICE_TAB, "c3": BOB}
+            for node in (engine.presence, peer.presence):
+                assert await node.presence(ch) == everyone
+                assert await node.presence_stats(ch) == PresenceStats(num_clients=3, num_users=2)
+            await peer.presence.remove_presence(ch, "c3", "bob")
+            await engine.presence.remove_presence(ch, "c1", "alice")
+            for node in (engine.presence, peer.presence):
+                assert await node.presence(ch) == {"c2": ALICE_TAB}
+                assert await node.presence_stats(ch) == PresenceStats(1, 1)
+        finally:
+            await peer.close()
+
+    async def test_a_dead_nodes_clients_leave_presence_after_the_ttl(self, engine: Engine) -> None:
+        """Two nodes with a 1s presence TTL: the live one refreshes its client (what the
+        cluster's presence refresh does), the other dies with its client still present.
+        That client stays until the TTL, then leaves everyone's presence."""
+        alive = await engine.peer(f"presence_ttl={PRESENCE_TTL:g}s")
+        if alive is None:
+            return
+        dead = await engine.peer(f"presence_ttl={PRESENCE_TTL:g}s")
+        assert dead is not None
+        ch = channel_name()
+        try:
+            await alive.presence.add_presence(ch, "c1", ALICE)
+            await dead.presence.add_presence(ch, "c3", BOB)
+            await dead.close()  # killed: nothing removes c3
+            assert set(await alive.presence.presence(ch)) == {"c1", "c3"}  # not gone before the TTL
+            deadline = time.monotonic() + 2.5 * PRESENCE_TTL
+            while time.monotonic() < deadline:
+                await alive.presence.refresh_presence([(ch, "c1", ALICE)])
+                await asyncio.sleep(PRESENCE_TTL / 5)
+            assert await alive.presence.presence(ch) == {"c1": ALICE}
+            assert await alive.presence.presence_stats(ch) == PresenceStats(1, 1)
+        finally:
+            await alive.close()
 
 
 __all__ = ["ENGINES", "BrokerContract", "Engine", "PresenceContract", "make_engine"]

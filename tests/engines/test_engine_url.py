@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from livehub.engines import MemoryBroker, MemoryPresenceManager, engine_from_url
-from livehub.engines.nats import NatsBroker
+from livehub.engines.nats import NatsBroker, NatsPresenceManager
 from livehub.engines.redis import RedisBroker, RedisPresenceManager
 
 
@@ -41,7 +41,7 @@ def test_redis_options() -> None:
 
 def test_nats() -> None:
     broker, presence = engine_from_url("nats://127.0.0.1:4222?prefix=app")
-    assert isinstance(broker, NatsBroker) and isinstance(presence, MemoryPresenceManager)
+    assert isinstance(broker, NatsBroker) and isinstance(presence, NatsPresenceManager)
     assert broker.config.prefix == "app"
 
 

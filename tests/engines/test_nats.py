@@ -11,7 +11,6 @@ import nats
 import pytest
 
 from livehub.engines.base import EngineUnavailable, PublishOptions
-from livehub.engines.memory import MemoryPresenceManager
 from livehub.engines.nats import NatsBroker, NatsConfig, delete_streams, escape, from_url
 from livehub.models import ClientInfo, StreamPosition
 
@@ -107,7 +106,6 @@ async def test_idempotent_publish_across_nodes(nodes: list[Node]) -> None:
 
 async def test_unreachable_nats_fails_fast() -> None:
     broker, presence = from_url("nats://127.0.0.1:1?prefix=unreachable")
-    assert isinstance(presence, MemoryPresenceManager)  # presence is per node with NATS
     started = time.monotonic()
     await broker.start(Recorder())
     assert time.monotonic() - started < 2.0
@@ -119,6 +117,11 @@ async def test_unreachable_nats_fails_fast() -> None:
             broker.subscribe("ch"),
             broker.publish_leave("ch", ClientInfo("u", "c")),
             broker.publish_control(b"x"),
+            presence.add_presence("ch", "c1", ClientInfo("u", "c1")),
+            presence.refresh_presence([("ch", "c1", ClientInfo("u", "c1"))]),
+            presence.remove_presence("ch", "c1", "u"),
+            presence.presence("ch"),
+            presence.presence_stats("ch"),
         ):
             started = time.monotonic()
             with pytest.raises(EngineUnavailable):
@@ -133,7 +136,82 @@ def test_config_from_url() -> None:
     assert config.servers == ("nats://h1:4222", "nats://h2:4222")
     assert (config.prefix, config.history_size, config.history_ttl) == ("app", 50, 3600.0)
     assert (config.stream, config.meta_bucket) == ("app_history", "app_meta")
+    assert (config.presence_bucket, config.presence_ttl) == ("app_presence", 60.0)
+    assert NatsConfig.from_url("nats://h?presence_ttl=15s").presence_ttl == 15.0
     with pytest.raises(ValueError, match="prefix"):
         NatsConfig.from_url("nats://h?prefix=a.b")
     with pytest.raises(ValueError, match="storage"):
         NatsConfig.from_url("nats://h?storage=disk")
+
+
+# -- presence (the contract checks two nodes and expiry; these check what is NATS-specific)
+
+
+async def test_presence_keeps_awkward_channel_and_client_names(url: str) -> None:
+    """Channel and client ids are escaped into KV key tokens and read back unescaped:
+    dots, wildcards, ``=`` and non-ASCII must neither collide nor leak across channels."""
+    broker, presence = from_url(url)
+    await broker.start(Recorder())
+    try:
+        names = ["a.b", "a", "*", ">", "a=2Eb", "é ü", ""]
+        for ch in names:
+            for client in names:
+                await presence.add_presence(ch, client or "=", ClientInfo(ch, client or "="))
+        for ch in names:
+            got = await presence.presence(ch)
+            assert got == {client or "=": ClientInfo(ch, client or "=") for client in names}
+    finally:
+        await broker.close()
+
+
+async def test_presence_of_many_clients_in_one_channel(url: str) -> None:
+    """More entries than one refresh batch and than the watcher's queue (256) hold."""
+    broker, presence = from_url(url)
+    await broker.start(Recorder())
+    try:
+        ch = channel_name()
+        entries = [(ch, f"c{i}", ClientInfo(f"u{i % 100}", f"c{i}")) for i in range(1200)]
+        started = time.monotonic()
+        await presence.refresh_presence(entries)
+        clients = await presence.presence(ch)
+        assert clients == {client: info for _, client, info in entries}
+        stats = await presence.presence_stats(ch)
+        assert (stats.num_clients, stats.num_users) == (1200, 100)
+        assert time.monotonic() - started < 10.0
+    finally:
+        await broker.close()
+
+
+async def test_the_presence_bucket_ttl_is_the_last_started_nodes(url: str) -> None:
+    """One bucket, one TTL: a node started with another presence_ttl sets it for all."""
+    first, _ = from_url(f"{url}&presence_ttl=30s")
+    await first.start(Recorder())
+    second, _ = from_url(f"{url}&presence_ttl=2s")
+    try:
+        nc = await nats.connect(NATS_URL)
+        try:
+            js = nc.jetstream()
+            name = f"KV_{first.config.presence_bucket}"
+            assert (await js.stream_info(name)).config.max_age == 30.0
+            await second.start(Recorder())
+            assert (await js.stream_info(name)).config.max_age == 2.0
+        finally:
+            await nc.close()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_concurrent_presence_reads_miss_nothing(url: str) -> None:
+    """A hundred reads at once, each on its own short-lived consumer: every read returns
+    its own channel's entry, nothing from the others and nothing missing."""
+    broker, presence = from_url(url)
+    await broker.start(Recorder())
+    try:
+        channels = [channel_name() for _ in range(100)]
+        await presence.refresh_presence([(ch, "c1", ClientInfo(ch, "c1")) for ch in channels])
+        for _ in range(3):
+            results = await asyncio.gather(*(presence.presence(ch) for ch in channels))
+            assert results == [{"c1": ClientInfo(ch, "c1")} for ch in channels]
+    finally:
+        await broker.close()
