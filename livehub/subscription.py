@@ -203,14 +203,13 @@ def delta_patch(prev: Publication, pub: Publication) -> bytes:
     return patch if len(patch) < len(pub.data) else b""
 
 
-def delta_frame(channel: str, prev: Publication, pub: Publication, patch: bytes | None = None) -> str:
+def delta_frame(channel: str, prev: Publication, pub: Publication) -> str:
     """The publication as a fossil delta against the previous one, or "" if that does not pay.
 
     In JSON mode the SDKs read ``data`` as a string and UTF-8-encode it before applying
     the delta, so a delta whose literal parts split a multi-byte character cannot be sent.
     """
-    if patch is None:
-        patch = delta_patch(prev, pub)
+    patch = delta_patch(prev, pub)
     if not patch:
         return ""
     try:
@@ -220,28 +219,11 @@ def delta_frame(channel: str, prev: Publication, pub: Publication, patch: bytes 
     return encode_publication(channel, pub, text, delta=True)
 
 
-def _binary_frame(
-    channel: str,
-    sub: Subscription,
-    pub: Publication,
-    prev: Publication | None,
-    cache: list[bytes | None],
-) -> bytes:
-    """:func:`fan_out` for a Protobuf subscriber: ``cache`` holds the plain push and the
-    delta push (b"" when a delta does not pay), each encoded once per fan-out."""
-    if sub.delta:
-        if sub.delta_ready and prev is not None and prev.offset == sub.offset:
-            delta = cache[1]
-            if delta is None:
-                patch = delta_patch(prev, pub)
-                delta = cache[1] = protobuf.encode_publication(channel, pub, patch, True) if patch else b""
-            if delta:
-                return delta
-        sub.delta_ready = True
-    plain = cache[0]
-    if plain is None:
-        plain = cache[0] = protobuf.encode_publication(channel, pub)
-    return plain
+def binary_delta_frame(channel: str, prev: Publication, pub: Publication) -> bytes:
+    """The Protobuf push of a fossil delta (raw bytes: no UTF-8 constraint), b"" if it does
+    not pay."""
+    patch = delta_patch(prev, pub)
+    return protobuf.encode_publication(channel, pub, patch, True) if patch else b""
 
 
 def fan_out(
@@ -260,7 +242,7 @@ def fan_out(
     """
     offset = pub.offset
     plain = full = delta = None
-    binary: list[bytes | None] | None = None
+    binary = binary_delta = None
     for session, sub in subs:
         if not sub.free and (sub.next != offset or sub.epoch != epoch):
             verdict = decide(sub.state, sub.positioned, sub.offset, sub.epoch, offset, epoch)
@@ -270,10 +252,19 @@ def fan_out(
                 elif verdict is Verdict.LOST:
                     session.lost_position(channel)
                 continue
-        if sub.binary:
-            if binary is None:
-                binary = [None, None]
-            session.outbox.put(_binary_frame(channel, sub, pub, prev, binary))
+        if sub.binary:  # Protobuf: data as raw bytes, in full or as a delta
+            message = b""
+            if sub.delta:
+                if sub.delta_ready and prev is not None and prev.offset == sub.offset:
+                    if binary_delta is None:
+                        binary_delta = binary_delta_frame(channel, prev, pub)
+                    message = binary_delta
+                sub.delta_ready = True
+            if not message:
+                if binary is None:
+                    binary = protobuf.encode_publication(channel, pub)
+                message = binary
+            session.outbox.put(message)
         elif sub.delta:
             frame = ""
             if sub.delta_ready and prev is not None and prev.offset == sub.offset:
@@ -313,6 +304,7 @@ __all__ = [
     "SubscriptionState",
     "Verdict",
     "decide",
+    "binary_delta_frame",
     "delta_frame",
     "delta_patch",
     "fan_out",
