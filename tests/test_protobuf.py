@@ -193,3 +193,28 @@ async def test_malformed_protobuf_closes_3501_and_batches_are_answered_in_order(
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(peer.ws.recv(), 10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 3501
+
+
+@pytest.mark.parametrize("own_protocol", [True, False], ids=["livehub-protocol", "asgi"])
+async def test_binary_payloads_between_protobuf_clients_live_and_recovered(own_protocol: bool) -> None:
+    """Data that is not UTF-8 (nor JSON) travels untouched between Protobuf clients, as
+    deltas live and in full in a recovering subscribe reply."""
+    async with serving(own_protocol) as (_hub, url):
+        live = await connect(url, binary=True)
+        first = pb.SubscribeRequest(channel="bin", delta="fossil", recoverable=True, positioned=True)
+        reply = await live.command("subscribe", {}, first)
+        epoch = reply["reply"].subscribe.epoch
+        assert reply["reply"].subscribe.delta and epoch
+        blobs = [bytes(range(256)) + bytes([0xFF, 0xC3, n]) for n in range(5)]
+        publisher = await connect(url, binary=True)
+        for blob in blobs:
+            await publisher.command("publish", {}, pb.PublishRequest(channel="bin", data=blob))
+        async with asyncio.timeout(10):
+            while len(live.pubs) < len(blobs):
+                await live.messages()
+        assert live.pubs == [(n + 1, blob) for n, blob in enumerate(blobs)] and live.deltas > 0
+        late = await connect(url, binary=True)
+        request = pb.SubscribeRequest(recover=True, offset=0, epoch=epoch)
+        request.MergeFrom(first)
+        recovered = (await late.command("subscribe", {}, request))["reply"].subscribe
+        assert recovered.recovered and [(p.offset, p.data) for p in recovered.publications] == live.pubs
