@@ -33,9 +33,9 @@ DOC = {"title": "a fairly long document title", "body": "x" * 200}
 
 
 @contextlib.asynccontextmanager
-async def serving(own_protocol: bool) -> AsyncIterator[tuple[Hub, str]]:
+async def serving(own_protocol: bool, **client: Any) -> AsyncIterator[tuple[Hub, str]]:
     """A FastAPI app with a Hub, served in this loop on a loopback port; yields its endpoint."""
-    hub = Hub(Settings(client={"insecure": True}, channel={"without_namespace": DELTA}))
+    hub = Hub(Settings(client={"insecure": True, **client}, channel={"without_namespace": DELTA}))
     app = FastAPI()
     app.include_router(hub.router)
     options: dict[str, Any] = {"log_level": "warning", "lifespan": "on"}
@@ -218,3 +218,17 @@ async def test_binary_payloads_between_protobuf_clients_live_and_recovered(own_p
         request.MergeFrom(first)
         recovered = (await late.command("subscribe", {}, request))["reply"].subscribe
         assert recovered.recovered and [(p.offset, p.data) for p in recovered.publications] == live.pubs
+
+
+@pytest.mark.parametrize("own_protocol", [True, False], ids=["livehub-protocol", "asgi"])
+async def test_pings_are_empty_replies_and_empty_commands_are_pongs(own_protocol: bool) -> None:
+    async with serving(own_protocol, ping_interval=0.4, pong_timeout=0.3) as (hub, url):
+        peer = await connect(url, binary=True)
+        for _ in range(3):  # answered pings keep the connection; each ping is one empty Reply
+            assert await asyncio.wait_for(peer.ws.recv(), 5) == b"\x00"
+            await peer.ws.send(b"\x00")
+        assert len(hub.node.sessions) == 1
+        assert await asyncio.wait_for(peer.ws.recv(), 5) == b"\x00"  # not answered: closed, no pong
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(peer.ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 3012
