@@ -7,8 +7,8 @@ varint, in both directions. Payloads (``data``, ``info``) are raw bytes.
 
 Written by hand rather than generated: the layout below is all of the schema this server
 reads or writes, no runtime dependency is added, and the cost that matters, a publication
-push (encoded once per fan-out), is 1.3-1.5 times lower here than building and serializing
-it with the ``protobuf`` runtime (upb); upb parses a command about twice as fast, but a
+push (encoded once per fan-out), is 1.3-1.8 times lower here than building and serializing
+it with the ``protobuf`` runtime (upb); upb parses a command 1.5-2 times as fast, but a
 command is handled once, not once per subscriber (``bench/protobuf_micro.py``).
 Sans-I/O: bytes in, bytes out.
 
