@@ -3,7 +3,8 @@
 Sessions are real (connected and subscribed through the protocol) on a fake transport that
 takes every write; only the ``handle_publication`` calls are timed (in batches), the flush
 runs between batches. Prints the cost per delivery (best and median of the batches) for a
-plain channel, a positioned one (history: offsets checked) and a fossil-delta one.
+plain channel, a positioned one (history: offsets checked) and a fossil-delta one, to JSON
+subscribers, then the plain and the delta channel to Protobuf subscribers.
 
     .venv/bin/python bench/fanout_micro.py [subscribers] [publications] [batch]
 """
@@ -18,6 +19,8 @@ import time
 from livehub.engines.base import HistoryOptions
 from livehub.models import Publication, StreamPosition
 from livehub.node import Node
+from livehub.protocol.commands import parse_command
+from livehub.protocol.encoding import JSON, PROTOBUF, Encoding
 from livehub.session import Session
 from livehub.settings import Settings
 
@@ -26,7 +29,7 @@ BATCH = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 
 
 class NullTransport:
-    def write(self, frame: str) -> bool:
+    def write(self, frame: str | bytes) -> bool:
         return True
 
     async def drained(self) -> None:
@@ -36,7 +39,9 @@ class NullTransport:
         return None
 
 
-async def run(channel: str, subscribe: dict[str, object], n_subs: int, n_pubs: int) -> tuple[float, float]:
+async def run(
+    channel: str, subscribe: dict[str, object], n_subs: int, n_pubs: int, encoding: Encoding = JSON
+) -> tuple[float, float]:
     settings = Settings(
         client={"insecure": True, "queue_max_size": 1 << 30},
         channel={
@@ -56,9 +61,9 @@ async def run(channel: str, subscribe: dict[str, object], n_subs: int, n_pubs: i
     await node.start()
     sessions = []
     for _ in range(n_subs):
-        session = Session(node, NullTransport())
-        await session.handle_frame(json.dumps({"id": 1, "connect": {}}))
-        await session.handle_frame(json.dumps({"id": 2, "subscribe": {"channel": channel, **subscribe}}))
+        session = Session(node, NullTransport(), encoding=encoding)
+        await session.handle_command(parse_command({"id": 1, "connect": {}}))
+        await session.handle_command(parse_command({"id": 2, "subscribe": {"channel": channel, **subscribe}}))
         sessions.append(session)
     await asyncio.sleep(0.01)
     _, top = await node.broker.history(channel, HistoryOptions(0))
@@ -92,12 +97,14 @@ async def run(channel: str, subscribe: dict[str, object], n_subs: int, n_pubs: i
 async def main() -> None:
     n_subs = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     n_pubs = int(sys.argv[2]) if len(sys.argv) > 2 else 200
-    for name, channel, params in (
-        ("plain", "chat", {}),
-        ("positioned", "hist:chat", {}),
-        ("delta", "delta:chat", {"delta": "fossil"}),
+    for name, channel, params, encoding in (
+        ("plain", "chat", {}, JSON),
+        ("positioned", "hist:chat", {}, JSON),
+        ("delta", "delta:chat", {"delta": "fossil"}, JSON),
+        ("plain pb", "chat", {}, PROTOBUF),
+        ("delta pb", "delta:chat", {"delta": "fossil"}, PROTOBUF),
     ):
-        best, median = await run(channel, params, n_subs, n_pubs)
+        best, median = await run(channel, params, n_subs, n_pubs, encoding)
         print(f"{name:>10}: {best:.3f} us per delivery best, {median:.3f} median ({n_pubs} x {n_subs})")
 
 

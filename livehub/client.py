@@ -21,7 +21,6 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.requests import HTTPConnection
 
 from livehub.dependencies import complete_scope
-from livehub.protocol.codec import encode_push
 from livehub.protocol.codes import Disconnect
 
 if TYPE_CHECKING:
@@ -127,7 +126,7 @@ class Client:
     async def send(self, data: Any) -> None:
         """Push a message to this client (the SDK's ``message`` event); JSON or a Pydantic model."""
         if self.connected:
-            push = encode_push("", "message", {"data": orjson.Fragment(to_json(data))})
+            push = self._session.encoding.encode_push("", "message", {"data": orjson.Fragment(to_json(data))})
             self._session.outbox.put(push)
 
     def disconnect(self, code: int = 3503, reason: str = "force disconnect") -> None:

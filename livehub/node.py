@@ -33,6 +33,7 @@ from livehub.engines import engine_from_url
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.outbox import Flusher
+from livehub.protocol import protobuf
 from livehub.protocol.codec import encode_push, info_dict
 from livehub.protocol.codes import (
     Disconnect,
@@ -209,10 +210,19 @@ class Node:
         subs = self._hub.get(channel)
         if not subs:
             return
-        message = encode_push(channel, kind, {"info": info_dict(info)})
+        body = {"info": info_dict(info)}
+        text: str | None = None  # each encoding's push made once, when a subscriber needs it
+        binary: bytes | None = None
         for session, sub in subs.items():
             if sub.join_leave:
-                session.outbox.put(message)
+                if sub.binary:
+                    if binary is None:
+                        binary = protobuf.encode_push(channel, kind, body)
+                    session.outbox.put(binary)
+                else:
+                    if text is None:
+                        text = encode_push(channel, kind, body)
+                    session.outbox.put(text)
 
     # -- operations shared by clients, the server API and the app
 

@@ -3,7 +3,8 @@
 
 Fan-out only appends already-encoded messages here and never waits. Once per event-loop
 turn, every connection that got messages is flushed: what piled up is packed into one
-frame (newline-separated, as the protocol allows) and handed to the transport, which
+frame (newline-separated JSON, or concatenated length-delimited Protobuf messages, as
+the protocol allows) and handed to the transport, which
 takes it without waiting — no task, no coroutine, no context switch per message. A
 transport that reports its socket pushing back gets one task, which waits until it
 drains and then keeps writing until the queue is empty. A connection whose queue grows
@@ -15,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from livehub.protocol.codec import join_frame
 from livehub.protocol.codes import Disconnect, disconnect_slow, disconnect_write_error
@@ -26,8 +28,9 @@ log = logging.getLogger("livehub.outbox")
 class Transport(Protocol):
     """What a session needs from the network."""
 
-    def write(self, frame: str) -> bool:
-        """Take one text frame without waiting. False: the socket pushes back, so write
+    def write(self, frame: str | bytes) -> bool:
+        """Take one frame without waiting (text for str, binary for bytes). False: the socket
+        pushes back, so write
         nothing more until :meth:`drained` returns."""
         ...
 
@@ -84,6 +87,7 @@ class Outbox:
         "_size",
         "_max_size",
         "_batch",
+        "_join",
         "_flusher",
         "_due",
         "_task",
@@ -94,12 +98,22 @@ class Outbox:
         "peak",
     )
 
-    def __init__(self, transport: Transport, max_size: int, batch: int, flusher: Flusher) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        max_size: int,
+        batch: int,
+        flusher: Flusher,
+        join: Callable[[list[Any]], str | bytes] = join_frame,
+    ) -> None:
         self._transport = transport
-        self._queue: list[str] = []
+        #: Encoded messages of the connection's one encoding: all str (JSON) or all bytes.
+        self._queue: list[Any] = []
         self._size = 0
         self._max_size = max_size
         self._batch = batch
+        #: Packs queued messages into one frame (the encoding's ``join_frame``).
+        self._join = join
         self._flusher = flusher
         self._due = False
         #: Only while the socket pushes back: the task draining this connection.
@@ -112,7 +126,7 @@ class Outbox:
         self.close_with: Disconnect | None = None
         self.peak = 0
 
-    def put(self, message: str) -> None:
+    def put(self, message: str | bytes) -> None:
         """Queue one message; never waits. Overflow closes the connection as slow."""
         if self.close_with is not None:
             return
@@ -172,7 +186,7 @@ class Outbox:
         self._due = True
         self._flusher.add(self)
 
-    def _take(self) -> str:
+    def _take(self) -> str | bytes:
         """The next frame: up to ``batch`` queued messages."""
         queue = self._queue
         if len(queue) <= self._batch:
@@ -182,7 +196,7 @@ class Outbox:
             del queue[: self._batch]
         for message in batch:
             self._size -= len(message)
-        return join_frame(batch)
+        return self._join(batch)
 
     def flush(self) -> None:
         """Write what is queued now, while the transport takes it without waiting."""

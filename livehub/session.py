@@ -27,7 +27,7 @@ from livehub.models import ClientInfo, Credentials, StreamPosition
 from livehub.node import Node
 from livehub.outbox import Outbox, Transport
 from livehub.protocol import codes
-from livehub.protocol.codec import PING, decode_frame, encode_error, encode_push, encode_reply, info_dict
+from livehub.protocol.codec import info_dict
 from livehub.protocol.codec import publication_dict as pub_dict
 from livehub.protocol.codes import Disconnect, Error
 from livehub.protocol.commands import (
@@ -44,6 +44,7 @@ from livehub.protocol.commands import (
     SubRefreshParams,
     SubscribeParams,
 )
+from livehub.protocol.encoding import JSON, Encoding
 from livehub.settings import NamespaceOptions
 from livehub.subscribe import SubscribeOptions, subscribe
 from livehub.subscription import Subscription, release
@@ -75,7 +76,7 @@ class SessionState(enum.Enum):
 class Session:
     __slots__ = (
         "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "state",
-        "credentials", "scope", "handle", "_expires_at", "_clock", "_timers", "_tasks", "_joins",
+        "credentials", "scope", "handle", "encoding", "_expires_at", "_clock", "_timers", "_tasks", "_joins",
     )  # fmt: skip
 
     def __init__(
@@ -85,6 +86,7 @@ class Session:
         credentials: Credentials | Error | Disconnect | None = None,
         scope: dict[str, Any] | None = None,
         clock: Clock | None = None,
+        encoding: Encoding = JSON,
     ) -> None:
         cfg = node.settings.client
         self.node = node
@@ -94,7 +96,11 @@ class Session:
         self.conn_info: bytes | None = None
         self.name = ""
         self.subs: dict[str, Subscription] = {}
-        self.outbox = Outbox(transport, cfg.queue_max_size, cfg.write_batch_size, node.flusher)
+        #: JSON or Protobuf, negotiated at the handshake: every reply and push is encoded with it.
+        self.encoding = encoding
+        self.outbox = Outbox(
+            transport, cfg.queue_max_size, cfg.write_batch_size, node.flusher, encoding.join_frame
+        )
         self.state = SessionState.CONNECTING
         self._expires_at = 0
         #: Time and timers (ping, pong, stale, expiry): the loop's, unless a test drives them.
@@ -202,7 +208,7 @@ class Session:
             self.disconnect(codes.disconnect_stale())
 
     def _on_ping(self) -> None:
-        self.outbox.put(PING)
+        self.outbox.put(self.encoding.ping)
         self._timer("pong", self.cfg.pong_timeout, self._on_no_pong)
         self._timer("ping", self.cfg.ping_interval, self._on_ping)
 
@@ -231,10 +237,10 @@ class Session:
 
     # -- commands
 
-    async def handle_frame(self, frame: str) -> None:
+    async def handle_frame(self, frame: str | bytes) -> None:
         """Handle every command of one incoming frame, in order."""
         try:
-            commands = decode_frame(frame)
+            commands = self.encoding.decode_frame(frame)
         except Disconnect as exc:
             log.info("client %s sent a malformed frame: closing with %d", self.id, exc.code)
             self.disconnect(exc)
@@ -255,17 +261,17 @@ class Session:
             if command.method == "connect":
                 self.state = SessionState.REFUSED
             metrics.reply_error(command.method, exc.code)
-            self.outbox.put(encode_error(command.id, exc))
+            self.outbox.put(self.encoding.encode_error(command.id, exc))
         except EngineUnavailable as exc:  # temporary: the SDKs retry
             log.warning("client %s: %s failed, engine unavailable: %s", self.id, command.method, exc)
             metrics.reply_error(command.method, 100)
-            self.outbox.put(encode_error(command.id, codes.error_internal()))
+            self.outbox.put(self.encoding.encode_error(command.id, codes.error_internal()))
             if command.method == "connect":  # half connected: start over on a new connection
                 self.disconnect(codes.disconnect_server_error())
         except Exception:
             log.exception("client %s: %s failed", self.id, command.method)
             metrics.reply_error(command.method, 100)
-            self.outbox.put(encode_error(command.id, codes.error_internal()))
+            self.outbox.put(self.encoding.encode_error(command.id, codes.error_internal()))
 
     async def _dispatch(self, command: ClientCommand) -> None:
         method, request = command.method, command.request
@@ -278,14 +284,14 @@ class Session:
             if not isinstance(request, ConnectParams):
                 raise codes.disconnect_bad_request()
             result = await self._connect(request)
-            self.outbox.put(encode_reply(command.id, "connect", result))
+            self.outbox.put(self.encoding.encode_reply(command.id, "connect", result))
             await self._after_connect()
             return
         if isinstance(request, ConnectParams):
             raise codes.disconnect_bad_request()
         if isinstance(request, SubscribeParams):
             result, joined = await self._subscribe_client(request)
-            self.outbox.put(encode_reply(command.id, method, result))
+            self.outbox.put(self.encoding.encode_reply(command.id, method, result))
             self._release(request.channel)
             if joined:
                 await self._publish_join(request.channel)
@@ -296,7 +302,7 @@ class Session:
             raise codes.error_not_available()
         handler: Callable[[Any], Awaitable[dict[str, Any]]] = getattr(self, "_cmd_" + method)
         result = await handler(request)
-        self.outbox.put(encode_reply(command.id, method, result))
+        self.outbox.put(self.encoding.encode_reply(command.id, method, result))
 
     # -- connect
 
@@ -420,7 +426,8 @@ class Session:
         self, channel: str, opts: NamespaceOptions, params: SubscribeOptions
     ) -> dict[str, Any]:
         delta = params.delta == "fossil" and "fossil" in opts.allowed_delta_types
-        sub = Subscription(channel, params.info, opts.force_push_join_leave or params.join_leave, delta)
+        join_leave = opts.force_push_join_leave or params.join_leave
+        sub = Subscription(channel, params.info, join_leave, delta, self.encoding.binary)
         self.subs[channel] = sub
         try:
             await self.node.add_subscriber(channel, self, sub)
@@ -449,9 +456,8 @@ class Session:
     async def _unsubscribe_push(self, channel: str, reason: codes.Unsubscribe) -> None:
         if channel in self.subs and not self.closed:
             await self._unsubscribe(channel)
-            self.outbox.put(
-                encode_push(channel, "unsubscribe", {"code": reason.code, "reason": reason.reason})
-            )
+            body = {"code": reason.code, "reason": reason.reason}
+            self.outbox.put(self.encoding.encode_push(channel, "unsubscribe", body))
 
     async def _unsubscribe(self, channel: str) -> None:
         sub = self.subs.pop(channel, None)
@@ -646,9 +652,9 @@ class Session:
             return
         fields = ("recoverable", "positioned", "epoch", "offset", "data")
         push: dict[str, Any] = {k: result[k] for k in fields if k in result}
-        self.outbox.put(encode_push(channel, "subscribe", push))
+        self.outbox.put(self.encoding.encode_push(channel, "subscribe", push))
         for pub in result.get("publications", ()):
-            self.outbox.put(encode_push(channel, "pub", pub))
+            self.outbox.put(self.encoding.encode_push(channel, "pub", pub))
         self._release(channel)
         if opts.join_leave:
             await self._publish_join(channel)
@@ -664,7 +670,7 @@ class Session:
             return
         if info is not None:
             self.conn_info = info
-        self.outbox.put(encode_push("", "refresh", self._set_expiry(expire_at)))
+        self.outbox.put(self.encoding.encode_push("", "refresh", self._set_expiry(expire_at)))
 
 
 __all__ = ["Session", "SessionState", "StreamPosition", "Subscription"]

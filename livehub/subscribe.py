@@ -84,8 +84,9 @@ async def subscribe(
         if recovered:
             result["recovered"] = True
             if pubs:
-                if sub.delta:
-                    result["publications"] = [publication_dict(p, p.data.decode()) for p in pubs]
+                if sub.delta and not sub.binary:  # JSON delta clients read data as a string
+                    as_text = [publication_dict(p, p.data.decode("utf-8", "replace")) for p in pubs]
+                    result["publications"] = as_text
                 else:
                     result["publications"] = [publication_dict(p) for p in pubs]
             result.update(recoverable=True, positioned=True, epoch=top.epoch, offset=params.offset)

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from livehub.models import Publication, StreamPosition
-from livehub.protocol import fossil
+from livehub.protocol import fossil, protobuf
 from livehub.protocol.codec import encode_publication
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 
 class Queue(Protocol):
-    def put(self, message: str) -> None: ...
+    def put(self, message: str | bytes) -> None: ...
 
 
 class Subscriber(Protocol):
@@ -111,6 +111,7 @@ class Subscription:
         "info",
         "join_leave",
         "delta",
+        "binary",
         "state",
         "positioned",
         "offset",
@@ -122,12 +123,17 @@ class Subscription:
         "expiry",
     )
 
-    def __init__(self, channel: str, info: bytes | None, join_leave: bool, delta: bool) -> None:
+    def __init__(
+        self, channel: str, info: bytes | None, join_leave: bool, delta: bool, binary: bool = False
+    ) -> None:
         self.channel = channel
         self.info = info
         self.join_leave = join_leave
-        #: Fossil deltas negotiated: ``data`` goes as a JSON string, a delta when it pays.
+        #: Fossil deltas negotiated: ``data`` goes as a JSON string (raw bytes in Protobuf),
+        #: a delta when it pays.
         self.delta = delta
+        #: The connection speaks Protobuf: publications go to it in that encoding.
+        self.binary = binary
         self.state = SubscriptionState.SUBSCRIBING
         #: The client knows its stream position (offsets are checked for gaps).
         self.positioned = False
@@ -191,20 +197,33 @@ class Subscription:
         self.expiry = timer
 
 
+def delta_patch(prev: Publication, pub: Publication) -> bytes:
+    """A fossil delta of ``pub`` against ``prev``, or b"" if it is not shorter than the data."""
+    patch = fossil.create_delta(prev.data, pub.data)
+    return patch if len(patch) < len(pub.data) else b""
+
+
 def delta_frame(channel: str, prev: Publication, pub: Publication) -> str:
     """The publication as a fossil delta against the previous one, or "" if that does not pay.
 
     In JSON mode the SDKs read ``data`` as a string and UTF-8-encode it before applying
     the delta, so a delta whose literal parts split a multi-byte character cannot be sent.
     """
-    patch = fossil.create_delta(prev.data, pub.data)
-    if len(patch) >= len(pub.data):
+    patch = delta_patch(prev, pub)
+    if not patch:
         return ""
     try:
         text = patch.decode("utf-8")
     except UnicodeDecodeError:
         return ""
     return encode_publication(channel, pub, text, delta=True)
+
+
+def binary_delta_frame(channel: str, prev: Publication, pub: Publication) -> bytes:
+    """The Protobuf push of a fossil delta (raw bytes: no UTF-8 constraint), b"" if it does
+    not pay."""
+    patch = delta_patch(prev, pub)
+    return protobuf.encode_publication(channel, pub, patch, True) if patch else b""
 
 
 def fan_out(
@@ -217,12 +236,13 @@ def fan_out(
     """Queue ``pub`` (of stream ``epoch``; ``prev`` is the publication before it, when
     known: the base of deltas) to every subscriber, each as :func:`decide` says.
 
-    Each form it is sent in (plain; full with data as a string; delta) is encoded once.
-    Never awaits, and removes no subscriber: an overflowing outbox only marks itself
-    closing, and a lost position is acted upon in a task.
+    Each form it is sent in (plain; full with data as a string; delta; and the Protobuf
+    plain and delta pushes) is encoded once. Never awaits, and removes no subscriber: an
+    overflowing outbox only marks itself closing, and a lost position is acted upon in a task.
     """
     offset = pub.offset
     plain = full = delta = None
+    binary = binary_delta = None
     for session, sub in subs:
         if not sub.free and (sub.next != offset or sub.epoch != epoch):
             verdict = decide(sub.state, sub.positioned, sub.offset, sub.epoch, offset, epoch)
@@ -232,15 +252,28 @@ def fan_out(
                 elif verdict is Verdict.LOST:
                     session.lost_position(channel)
                 continue
-        if sub.delta:
+        if sub.binary:  # Protobuf: data as raw bytes, in full or as a delta
+            message = b""
+            if sub.delta:
+                if sub.delta_ready and prev is not None and prev.offset == sub.offset:
+                    if binary_delta is None:
+                        binary_delta = binary_delta_frame(channel, prev, pub)
+                    message = binary_delta
+                sub.delta_ready = True
+            if not message:
+                if binary is None:
+                    binary = protobuf.encode_publication(channel, pub)
+                message = binary
+            session.outbox.put(message)
+        elif sub.delta:
             frame = ""
             if sub.delta_ready and prev is not None and prev.offset == sub.offset:
                 if delta is None:
                     delta = delta_frame(channel, prev, pub)
                 frame = delta
             if not frame:
-                if full is None:
-                    full = encode_publication(channel, pub, pub.data.decode())
+                if full is None:  # data a Protobuf client published may not be UTF-8
+                    full = encode_publication(channel, pub, pub.data.decode("utf-8", "replace"))
                 frame = full
                 sub.delta_ready = True
             session.outbox.put(frame)
@@ -271,7 +304,9 @@ __all__ = [
     "SubscriptionState",
     "Verdict",
     "decide",
+    "binary_delta_frame",
     "delta_frame",
+    "delta_patch",
     "fan_out",
     "release",
 ]

@@ -2,9 +2,8 @@
 # Provision the official SDKs that tests/peers runs against livehub.
 #
 #  * centrifuge-python 0.7.0: its PyPI sdist (the only package that ships its tests),
-#    unpacked under .cache/peers/ with a venv of its own. The unpacked copy's
-#    tests/test_client.py is patched at run time to skip the protobuf subtests
-#    (livehub speaks JSON only for now). Downloaded code stays in .cache/, never committed.
+#    unpacked under .cache/peers/ with a venv of its own, run unchanged (JSON and Protobuf
+#    subtests). Downloaded code stays in .cache/, never committed.
 #  * centrifuge-js: `npm ci` in tests/peers/node (centrifuge@5.8.0 + ws, from package-lock.json).
 #
 # Idempotent: every step is skipped when its result is already there.
@@ -45,10 +44,11 @@ if [ ! -f "$CP_SRC/tests/test_client.py" ]; then
     trap - EXIT
 fi
 
-# JSON-only server: run only the JSON subtests (a runtime edit of the downloaded copy).
-if grep -q 'for use_protobuf in (False, True)' "$CP_SRC/tests/test_client.py"; then
-    log "patching $CP_SRC/tests/test_client.py: protobuf subtests off"
-    sed -i 's/for use_protobuf in (False, True)/for use_protobuf in (False,)/' "$CP_SRC/tests/test_client.py"
+# livehub speaks both encodings: the suite runs unchanged. Copies provisioned when livehub
+# was JSON-only had their protobuf subtests switched off at run time: switch them back on.
+if grep -q 'for use_protobuf in (False,)' "$CP_SRC/tests/test_client.py"; then
+    log "restoring $CP_SRC/tests/test_client.py: protobuf subtests on"
+    sed -i 's/for use_protobuf in (False,)/for use_protobuf in (False, True)/' "$CP_SRC/tests/test_client.py"
 fi
 
 CP_STAMP="$CP_VENV/.livehub-installed"

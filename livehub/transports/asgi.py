@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket
 from livehub.models import Credentials
 from livehub.node import Node
 from livehub.protocol.codes import CLOSE_MESSAGE_TOO_BIG, Disconnect, Error, disconnect_inappropriate_protocol
+from livehub.protocol.encoding import JSON, Encoding, negotiate
 from livehub.session import Session
 
 log = logging.getLogger("livehub.transport")
@@ -45,10 +46,11 @@ class ASGITransport:
         self._send = send
         self._sending: asyncio.Task[None] | None = None
 
-    def write(self, frame: str) -> bool:
+    def write(self, frame: str | bytes) -> bool:
         if self._sending is not None:  # the contract says this does not happen; never reorder
             raise RuntimeError("write before the previous send was drained")
-        self._sending = asyncio.ensure_future(self._send({"type": "websocket.send", "text": frame}))
+        message = {"type": "websocket.send", "text" if isinstance(frame, str) else "bytes": frame}
+        self._sending = asyncio.ensure_future(self._send(message))
         return False
 
     async def drained(self) -> None:
@@ -83,10 +85,13 @@ async def run_session(
     send: Callable[[Any], Awaitable[None]],
     credentials: Credentials | Error | Disconnect | None = None,
     scope: dict[str, Any] | None = None,
+    encoding: Encoding = JSON,
 ) -> None:
-    """Pump frames from an accepted WebSocket into a new Session until either side closes."""
+    """Pump frames from an accepted WebSocket into a new Session until either side closes:
+    text frames for JSON, binary frames for Protobuf (the other kind closes with 3506)."""
     size_limit = node.settings.websocket.message_size_limit
-    session = Session(node, ASGITransport(send), credentials, scope)
+    session = Session(node, ASGITransport(send), credentials, scope, encoding=encoding)
+    kind = "bytes" if encoding.binary else "text"
     session.start()
     try:
         while not session.closing:
@@ -94,13 +99,13 @@ async def run_session(
             if message["type"] == "websocket.disconnect":
                 session.outbox.abort()
                 break
-            text = message.get("text")
-            if text is None:
+            frame = message.get(kind)
+            if frame is None:
                 session.disconnect(disconnect_inappropriate_protocol())
-            elif len(text) > size_limit:
+            elif len(frame) > size_limit:
                 session.disconnect(Disconnect(CLOSE_MESSAGE_TOO_BIG, "message too big"))
             else:
-                await session.handle_frame(text)
+                await session.handle_frame(frame)
         await session.outbox.wait_closed()
     finally:
         session.outbox.abort()
@@ -124,7 +129,9 @@ def websocket_handler(node: Node) -> Handler:
         hook = node.connect_hook
         credentials = await hook(scope) if hook is not None else None
         offered = websocket.scope.get("subprotocols") or []
-        await websocket.accept(subprotocol="centrifuge-json" if "centrifuge-json" in offered else None)
-        await run_session(node, websocket.receive, websocket.send, credentials, scope)
+        query = websocket.scope.get("query_string", b"").decode("latin-1")
+        encoding, subprotocol = negotiate(offered, query)
+        await websocket.accept(subprotocol=subprotocol)
+        await run_session(node, websocket.receive, websocket.send, credentials, scope, encoding)
 
     return handle

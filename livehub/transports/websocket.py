@@ -39,6 +39,7 @@ from urllib.parse import unquote
 from livehub.models import Credentials
 from livehub.node import ConnectHook, Node
 from livehub.protocol.codes import Disconnect, Error, disconnect_inappropriate_protocol, disconnect_shutdown
+from livehub.protocol.encoding import Encoding, negotiate
 from livehub.protocol.websocket import (
     OP_BINARY,
     OP_CLOSE,
@@ -113,6 +114,19 @@ def _text_frame(text: str) -> bytes:
     return _last_frame
 
 
+# Likewise for the binary frames of Protobuf connections.
+_last_binary = b""
+_last_binary_frame = encode_frame(OP_BINARY, b"")
+
+
+def _binary_frame(data: bytes) -> bytes:
+    global _last_binary, _last_binary_frame
+    if data is not _last_binary:
+        _last_binary_frame = encode_frame(OP_BINARY, data)
+        _last_binary = data
+    return _last_binary_frame
+
+
 def _fallback_protocol() -> Callable[..., asyncio.Protocol]:
     """The HTTP protocol uvicorn would have used (httptools when installed, else h11)."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -140,7 +154,7 @@ class ClientConnection(asyncio.Protocol):
         self._paused = 0
         self._parser: FrameParser | None = None
         self._session: Session | None = None
-        self._inbox: list[str] | None = None
+        self._inbox: list[str | bytes] | None = None
         #: The connect hook's task during the handshake; then the task handling commands.
         self._task: asyncio.Task[None] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -290,16 +304,18 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(exc)
             return
         offered = offered_subprotocols(request)
-        subprotocol = "centrifuge-json" if "centrifuge-json" in offered else None
+        encoding, subprotocol = negotiate(offered, request.target.partition("?")[2])
         if hook is None:
-            self._accept(key, subprotocol, None, None)
+            self._accept(key, subprotocol, encoding, None, None)
             return
         self._pause(_HOOK)
         scope = self._scope(request, offered)
-        self._task = asyncio.get_running_loop().create_task(self._resolve(hook, scope, key, subprotocol))
+        self._task = asyncio.get_running_loop().create_task(
+            self._resolve(hook, scope, key, subprotocol, encoding)
+        )
 
     async def _resolve(
-        self, hook: ConnectHook, scope: dict[str, Any], key: str, subprotocol: str | None
+        self, hook: ConnectHook, scope: dict[str, Any], key: str, subprotocol: str | None, encoding: Encoding
     ) -> None:
         """Ask the app's connect hook who the client is, then upgrade (a refusal by Error or
         Disconnect is the reply to the client's ``connect``, as the protocol says it)."""
@@ -315,12 +331,13 @@ class ClientConnection(asyncio.Protocol):
             return
         self._task = None
         if self._state is _HANDSHAKE:
-            self._accept(key, subprotocol, credentials, scope)
+            self._accept(key, subprotocol, encoding, credentials, scope)
 
     def _accept(
         self,
         key: str,
         subprotocol: str | None,
+        encoding: Encoding,
         credentials: Credentials | Error | Disconnect | None,
         scope: dict[str, Any] | None,
     ) -> None:
@@ -330,7 +347,7 @@ class ClientConnection(asyncio.Protocol):
         self._state = _OPEN
         self._connections.add(self)
         self._parser = FrameParser(self._node.settings.websocket.message_size_limit)
-        self._session = Session(self._node, self, credentials, scope)
+        self._session = Session(self._node, self, credentials, scope, encoding=encoding)
         self._session.start()
         rest, self._head = self._head, b""
         self._resume(_HOOK)
@@ -400,24 +417,27 @@ class ClientConnection(asyncio.Protocol):
     def _on_message(self, opcode: int, payload: bytes) -> None:
         session = self._session
         assert session is not None
-        if opcode == OP_TEXT:
+        if opcode == OP_TEXT or opcode == OP_BINARY:
             if session.closing or self._state is not _OPEN:
                 return
-            try:
-                text = payload.decode()
-            except UnicodeDecodeError:
-                session.disconnect(Disconnect(1007, "text frame is not UTF-8"))
+            if (opcode == OP_BINARY) is not session.encoding.binary:  # JSON is text, Protobuf binary
+                session.disconnect(disconnect_inappropriate_protocol())
                 return
+            frame: str | bytes = payload
+            if opcode == OP_TEXT:
+                try:
+                    frame = payload.decode()
+                except UnicodeDecodeError:
+                    session.disconnect(Disconnect(1007, "text frame is not UTF-8"))
+                    return
             if self._inbox is None:
-                self._inbox = [text]
+                self._inbox = [frame]
             else:
-                self._inbox.append(text)
+                self._inbox.append(frame)
             if self._task is None:
                 self._task = asyncio.get_running_loop().create_task(self._handle_inbox(session))
             elif len(self._inbox) >= INBOX_LIMIT:
                 self._pause(_INBOX)
-        elif opcode == OP_BINARY:
-            session.disconnect(disconnect_inappropriate_protocol())
         elif opcode == OP_CLOSE:
             try:
                 code, _reason = parse_close(payload)
@@ -435,10 +455,10 @@ class ClientConnection(asyncio.Protocol):
         """Handle the received frames in order, one at a time; ends when none is left."""
         try:
             while self._inbox and not session.closing:
-                text = self._inbox.pop(0)
+                frame = self._inbox.pop(0)
                 if self._paused & _INBOX and len(self._inbox) < INBOX_LIMIT // 2:
                     self._resume(_INBOX)
-                await session.handle_frame(text)
+                await session.handle_frame(frame)
         finally:
             self._task = None
             if self._state is _CLOSED:
@@ -452,9 +472,9 @@ class ClientConnection(asyncio.Protocol):
 
     # -- the Session's transport
 
-    def write(self, frame: str) -> bool:
+    def write(self, frame: str | bytes) -> bool:
         if self._state is _OPEN:
-            self._transport.write(_text_frame(frame))
+            self._transport.write(_text_frame(frame) if isinstance(frame, str) else _binary_frame(frame))
         return not self._paused & _BLOCKED
 
     async def drained(self) -> None:

@@ -1,9 +1,9 @@
 """centrifuge-python 0.7.0's own real-server suite (``tests/test_client.py`` of its PyPI sdist).
 
-Run unchanged, except for the runtime patch that scripts/provision_peers.sh applies to the
-downloaded copy: ``for use_protobuf in (False, True)`` becomes ``(False,)``, since livehub
-speaks JSON only for now. It runs with the SDK's own venv (websockets, protobuf) from
-the sdist root, so the sdist's ``centrifuge`` package is the one under test.
+Run unchanged: every test class loops ``for use_protobuf in (False, True)``, so each runs
+over JSON and over Protobuf (the ``centrifuge-protobuf`` subprotocol). It runs with the SDK's
+own venv (websockets, protobuf) from the sdist root, so the sdist's ``centrifuge`` package
+is the one under test.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ TIMEOUT = 300
 def test_centrifuge_python_real_server_suite(provisioned: None, livehub_server: Server) -> None:
     assert (SDIST / "tests" / "test_client.py").is_file(), f"{SDIST} is not provisioned"
     assert PYTHON.is_file(), f"{PYTHON} is missing: run bash scripts/provision_peers.sh"
+    suite = (SDIST / "tests" / "test_client.py").read_text()
+    assert "for use_protobuf in (False, True)" in suite, "the protobuf subtests are switched off"
     command = [str(PYTHON), "-m", "unittest", "tests.test_client", "-v"]
     proc = run_suite(command, SDIST, TIMEOUT, livehub_server)
     out = proc.stdout
