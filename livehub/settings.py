@@ -10,13 +10,15 @@ Environment variables override the file, in two spellings:
 
 * Centrifugo's: ``CENTRIFUGO_CLIENT_INSECURE=true``, lists space-separated
   (``CENTRIFUGO_CLIENT_ALLOWED_ORIGINS="https://a https://b"``), namespaces named in
-  ``CENTRIFUGO_CHANNEL_NAMESPACES="chat feed"`` (or a JSON list of objects) and configured by
-  ``CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_PRESENCE=true``. Unknown ``CENTRIFUGO_*`` names are
-  reported (as Centrifugo does), never fatal: other programs may use the prefix.
+  ``CENTRIFUGO_CHANNEL_NAMESPACES="chat feed"`` (added to the file's, as Centrifugo v6 adds
+  them; a JSON list of objects replaces them) and configured by
+  ``CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_PRESENCE=true``. An empty variable is unset (the file's
+  value stays), as in Centrifugo. Unknown ``CENTRIFUGO_*`` names are reported (as Centrifugo
+  does), never fatal: other programs may use the prefix.
 * livehub's, which win over both: ``LIVEHUB_CLIENT__INSECURE=true`` (``__`` separates levels);
   lists as JSON (``["a","b"]``) or space-separated.
 
-Durations accept seconds (``25``) or Go-style strings (``"25s"``, ``"5m"``, ``"1h30m"``).
+Durations accept seconds (``25``) or Go's duration strings (``"25s"``, ``".5s"``, ``"1h30m"``).
 """
 
 from __future__ import annotations
@@ -38,19 +40,20 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from livehub.centrifugo_keys import CENTRIFUGO_KEYS
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 
 
 def parse_duration(value: object) -> object:
     """``"1m30s"`` -> 90.0; numbers are seconds; anything else is left to fail validation."""
     if isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
+        if re.fullmatch(r"[-+]?\d+(\.\d+)?", text):
             return float(text)
-        parts = _DURATION.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
+        sign, body = (-1.0 if text[:1] == "-" else 1.0), text.lstrip("+-")
+        parts = _DURATION.findall(body)
+        if not parts or len(text) - len(body) > 1 or "".join(n + u for n, u in parts) != body:
             raise ValueError(f"invalid duration {value!r}: use seconds or a string like '25s', '5m', '1h'")
-        return sum(float(n) * _UNITS[u] for n, u in parts)
+        return sign * sum(float(n) * _UNITS[u] for n, u in parts)
     return value
 
 
@@ -203,6 +206,16 @@ class ChannelSettings(Section):
     namespace_boundary: str = ":"
     user_boundary: str = "#"
     user_separator: str = ","
+
+    @model_validator(mode="after")
+    def _unique_namespace_names(self) -> ChannelSettings:
+        """Two namespaces of one name would leave which options apply to chance (Centrifugo
+        refuses them too, e.g. a name in ``CENTRIFUGO_CHANNEL_NAMESPACES`` that the file has)."""
+        names = [ns.name for ns in self.namespaces]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"namespace name must be unique: {', '.join(twice)}")
+        return self
 
 
 class HttpApiSettings(Section):
@@ -435,9 +448,11 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _namespace_environment(cls, data: Any) -> Any:
-        """``CENTRIFUGO_CHANNEL_NAMESPACES_<NAME>_<OPTION>`` for every namespace, from the
-        file or the environment alike (only here are both known)."""
+        """Namespaces named in ``CENTRIFUGO_CHANNEL_NAMESPACES``, added to the file's, and
+        ``CENTRIFUGO_CHANNEL_NAMESPACES_<NAME>_<OPTION>`` for every namespace, from the file or
+        the environment alike (only here are both known)."""
         if isinstance(data, dict):
+            add_namespace_names(data, os.environ)
             apply_namespace_env(data, os.environ)
         return data
 
@@ -568,10 +583,10 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     leaves = _leaves(Settings)
     for path, annotation in leaves.items():
         name = "CENTRIFUGO_" + "_".join(path).upper()
-        if name in environ:
+        if environ.get(name):  # empty: unset, as Centrifugo reads it
             _put(data, path, _env_value(environ[name], annotation, name))
-    if "CENTRIFUGO_CHANNEL_NAMESPACES" in environ:
-        raw = environ["CENTRIFUGO_CHANNEL_NAMESPACES"]
+    raw = environ.get("CENTRIFUGO_CHANNEL_NAMESPACES", "")
+    if raw.strip().startswith("["):  # a JSON list replaces; names are added (add_namespace_names)
         _put(data, ("channel", "namespaces"), _namespaces_from_env(raw, "CENTRIFUGO_CHANNEL_NAMESPACES"))
     for name, raw in environ.items():
         if not name.upper().startswith("LIVEHUB_") or "__" not in name:
@@ -586,6 +601,23 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             hint = difflib.get_close_matches(name.upper(), known, n=1)
             raise ConfigError(f"{name}: no such setting" + (f"; did you mean {hint[0]}?" if hint else ""))
     return data
+
+
+def add_namespace_names(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """``CENTRIFUGO_CHANNEL_NAMESPACES="chat feed"`` adds those namespaces to the ones ``data``
+    has (the file's), as Centrifugo v6 appends names given this way; a JSON list replaced them
+    already (:func:`env_overrides`), and ``LIVEHUB_CHANNEL__NAMESPACES`` wins over both."""
+    names = environ.get("CENTRIFUGO_CHANNEL_NAMESPACES", "").split()
+    if not names or names[0].startswith("["):
+        return
+    if any(n.upper() == "LIVEHUB_CHANNEL__NAMESPACES" for n in environ):
+        return
+    channel = data.get("channel", {})
+    if not isinstance(channel, dict):
+        return
+    namespaces = channel.get("namespaces") or []
+    if isinstance(namespaces, list):
+        data["channel"] = {**channel, "namespaces": [*namespaces, *({"name": n} for n in names)]}
 
 
 def apply_namespace_env(data: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -603,7 +635,7 @@ def apply_namespace_env(data: dict[str, Any], environ: Mapping[str, str]) -> Non
         found = {}
         for path, annotation in options.items():
             name = prefix + "_".join(path).upper()
-            if name in environ and path != ("name",):
+            if environ.get(name) and path != ("name",):  # empty: unset
                 found[path[0]] = _env_value(environ[name], annotation, name)
         if found:
             namespaces[i] = {**ns, **found}

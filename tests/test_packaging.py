@@ -1,5 +1,7 @@
 """The sdist and the wheel built from a clean clone of the committed tree, installed in a fresh
-venv, serve the chat demo with its SDK bundle (which setup.py builds: it is never committed).
+venv, serve the chat demo with its SDK bundle (which setup.py builds: it is never committed), and
+that chat works in Debian's Chromium (two windows: one sends, the other shows the message).
+One build, one venv and one server serve every test of the module (module-scoped fixtures).
 
 Heavy (a clone, npm ci, a venv with livehub's dependencies from the package index): run it with
 ``flock /tmp/livehub-heavy.lock .venv/bin/python -m pytest tests/test_packaging.py``.
@@ -12,12 +14,15 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
-from tests.servers import ROOT, free_port, wait_port
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from tests.servers import ROOT, free_port, provision, wait_port
 
 BUNDLE = "livehub/demos/static/vendor/centrifuge.js"
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEHUB_", "CENTRIFUGO_", "VIRTUAL_ENV"))}
@@ -69,14 +74,47 @@ def test_sdist_and_wheel_carry_the_bundle_and_the_license(built: tuple[Path, Pat
     assert "Classifier: Framework :: FastAPI" in metadata
 
 
-def test_the_wheel_in_a_fresh_venv_serves_the_chat_demo(built: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def installed(built: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``livehub`` script of a fresh venv with only the wheel (and what it requires) in it."""
     _, wheel = built
-    venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
-    run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", wheel, cwd=tmp_path)
-    livehub = venv / "bin" / "livehub"
+    tmp = tmp_path_factory.mktemp("venv")
+    venv = tmp / "venv"
+    run(sys.executable, "-m", "venv", venv, cwd=tmp)
+    run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", wheel, cwd=tmp)
+    return venv / "bin" / "livehub"
+
+
+@pytest.fixture(scope="module")
+def demo_url(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``livehub serve --demos`` of the installed wheel, with the committed examples/demo.toml,
+    run from outside the repository (so the installed package serves, not the checkout)."""
+    tmp = tmp_path_factory.mktemp("demo")
+    config = tmp / "demo.toml"
+    config.write_bytes((ROOT / "examples" / "demo.toml").read_bytes())
+    port = free_port()
+    proc = subprocess.Popen(
+        [installed, "serve", "--demos", "--config", config, "--port", str(port), "--log-level", "warn"],
+        cwd=tmp,
+        env=ENV,
+    )
+    try:
+        wait_port(port, proc, timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_wheel_in_a_fresh_venv_serves_the_chat_demo(
+    installed: Path, demo_url: str, tmp_path: Path
+) -> None:
     assert (
-        run(livehub, "--version", cwd=tmp_path).strip()
+        run(installed, "--version", cwd=tmp_path).strip()
         == run(sys.executable, "-c", "import livehub; print(livehub.__version__)", cwd=ROOT).strip()
     )
 
@@ -84,27 +122,45 @@ def test_the_wheel_in_a_fresh_venv_serves_the_chat_demo(built: tuple[Path, Path]
     config = tmp_path / "redis.json"
     config.write_text('{"client": {"insecure": true}, "engine": {"type": "redis"}}')
     refused = subprocess.run(
-        [livehub, "checkconfig", config], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60
+        [installed, "checkconfig", config], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60
     )
     assert refused.returncode == 2
     assert "pip install 'livehub[redis]'" in refused.stderr
 
-    port = free_port()
-    demo = tmp_path / "demo.json"
-    demo.write_text('{"client": {"insecure": true}}')
-    proc = subprocess.Popen(
-        [livehub, "serve", "--demos", "--config", demo, "--port", str(port), "--log-level", "warn"],
-        cwd=tmp_path,  # not the repository: the installed package serves
-        env=ENV,
-    )
-    try:
-        wait_port(port, proc, timeout=30)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            page = http.get("/demos/chat")
-            assert page.status_code == 200 and "chat" in page.text.lower()
-            bundle = http.get("/demos/static/vendor/centrifuge.js")
-            assert bundle.status_code == 200 and "Centrifuge" in bundle.text
-            assert http.get("/metrics").status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with httpx.Client(base_url=demo_url, timeout=10) as http:
+        page = http.get("/demos/chat")
+        assert page.status_code == 200 and "chat" in page.text.lower()
+        bundle = http.get("/demos/static/vendor/centrifuge.js")
+        assert bundle.status_code == 200 and "Centrifuge" in bundle.text
+        assert http.get("/metrics").status_code == 200
+
+
+def test_the_wheels_chat_demo_works_in_chromium(demo_url: str) -> None:
+    """Two windows of Debian's Chromium on the installed wheel's chat: one types, the other shows it
+    (through the bundle the wheel carries, the server's RPC and a real WebSocket)."""
+    if not Path(CHROMIUM).exists():
+        provision("scripts/provision_browser.sh", "the chat check needs Chromium")
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            pages = []
+            for user in ("alice", "bob"):
+                context = browser.new_context()  # its own storage: another person
+                context.set_default_timeout(TIMEOUT_MS)
+                page = context.new_page()
+                page.on("pageerror", lambda exc, user=user: errors.append(f"{user}: {exc}"))
+                page.goto(f"{demo_url}/demos/chat?user={user}&room=lobby")
+                expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=TIMEOUT_MS)
+                pages.append(page)
+            alice, bob = pages
+            expect(alice.locator("#online-count")).to_have_text("2", timeout=TIMEOUT_MS)
+            alice.fill("#text", "sent from the wheel's chat")
+            alice.press("#text", "Enter")
+            expect(bob.locator("#messages .msg .text").last).to_have_text(
+                "sent from the wheel's chat", timeout=TIMEOUT_MS
+            )
+            expect(bob.locator("#messages .msg .who").last).to_have_text("alice", timeout=TIMEOUT_MS)
+        finally:
+            browser.close()
+    assert not errors, f"errors in the pages: {errors}"

@@ -57,7 +57,8 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.parametrize(
-    ("text", "duration"), [("25s", 25.0), ("1h30m", 5400.0), ("500ms", 0.5), ("7", 7.0), (3, 3)]
+    ("text", "duration"),
+    [("25s", 25.0), ("1h30m", 5400.0), ("500ms", 0.5), ("7", 7.0), (3, 3), (".5s", 0.5), ("+1.m", 60.0)],
 )
 def test_durations(text: object, duration: float) -> None:
     assert parse_duration(text) == duration
@@ -141,3 +142,38 @@ def test_lists_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ConfigError, match="LIVEHUB_CLIENT__INSECUR: no such setting; did you mean LIVEHUB_CLIENT__INSECURE"
     ):
         load_settings(path)
+
+
+def test_the_environment_is_read_as_centrifugo_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Centrifugo v6: an empty variable is unset; names in CENTRIFUGO_CHANNEL_NAMESPACES are added
+    to the file's namespaces; one name twice is refused; Go's durations (".5s")."""
+    path = write(
+        tmp_path,
+        "c.json",
+        '{"client": {"allowed_origins": ["https://a"]}, "channel": {"without_namespace": {"history_size": 5},'
+        ' "namespaces": [{"name": "chat", "presence": true}]}}',
+    )
+    for name in ("CLIENT_ALLOWED_ORIGINS", "CLIENT_PING_INTERVAL", "CHANNEL_WITHOUT_NAMESPACE_HISTORY_SIZE"):
+        monkeypatch.setenv(f"CENTRIFUGO_{name}", "")
+    monkeypatch.setenv("CENTRIFUGO_CHANNEL_NAMESPACES", "")
+    monkeypatch.setenv("CENTRIFUGO_CHANNEL_NAMESPACES_CHAT_PRESENCE", "")
+    s = load_settings(path)
+    assert s.client.allowed_origins == ["https://a"] and s.client.ping_interval == 25.0
+    assert s.channel.without_namespace.history_size == 5
+    assert [(ns.name, ns.presence) for ns in s.channel.namespaces] == [("chat", True)]
+
+    monkeypatch.setenv("CENTRIFUGO_CHANNEL_NAMESPACES", "feed")
+    monkeypatch.setenv("CENTRIFUGO_CHANNEL_NAMESPACES_FEED_HISTORY_SIZE", "3")
+    monkeypatch.setenv("CENTRIFUGO_CHANNEL_NAMESPACES_FEED_HISTORY_TTL", ".5s")
+    s = load_settings(path)
+    assert [ns.name for ns in s.channel.namespaces] == ["chat", "feed"]
+    assert s.namespace("chat").presence  # type: ignore[union-attr]
+    assert s.namespace("feed").history_size == 3 and s.namespace("feed").history_ttl == 0.5  # type: ignore[union-attr]
+
+    monkeypatch.setenv("CENTRIFUGO_CHANNEL_NAMESPACES", "chat")
+    with pytest.raises(ConfigError, match="namespace name must be unique: chat"):
+        load_settings(path)
+    monkeypatch.setenv("LIVEHUB_CHANNEL__NAMESPACES", "news")  # livehub's own wins over both
+    assert [ns.name for ns in load_settings(path).channel.namespaces] == ["news"]
