@@ -260,7 +260,8 @@ def _env(path: str) -> str:
         return (
             "Environment: `CENTRIFUGO_CHANNEL_NAMESPACES_<NAME>_<KEY>` for the namespace `<name>` "
             "(upper-cased, `.` and `-` as `_`); the list itself: `CENTRIFUGO_CHANNEL_NAMESPACES`, "
-            "`LIVEHUB_CHANNEL__NAMESPACES` (names space-separated, or a JSON list of objects)."
+            "`LIVEHUB_CHANNEL__NAMESPACES` (names space-separated, added to the file's namespaces, "
+            "or a JSON list of objects, which replaces them; an empty variable counts as unset)."
         )
     parts = path.split(".")
     return (
