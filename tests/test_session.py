@@ -27,7 +27,6 @@ from livehub.outbox import Flusher, Outbox
 from livehub.protocol.fossil import apply_delta
 from livehub.session import Session, SessionState
 from livehub.settings import Settings
-from livehub.transports.asgi import ASGITransport
 
 SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
 TIMEOUT = 2.0
@@ -1050,39 +1049,6 @@ async def test_write_delay_packs_publications_of_separate_loop_turns(
     await eventually(lambda: len(client.pubs("chat")) == 3)
     got = client.transport.frames[sent:]
     assert [[json.loads(m)["push"]["pub"]["data"] for m in f.split("\n")] for f in got] == frames
-
-
-async def test_asgi_transport_reports_push_back_until_the_send_is_done() -> None:
-    """The ASGI path of the Hub's router: ``write`` starts the send and reports push-back
-    until ``drained`` has seen it done, so sends never overlap or reorder; a close
-    abandons a send stuck for good."""
-    sent: list[dict[str, Any]] = []
-    writable = asyncio.Event()
-    writable.set()
-
-    async def send(message: dict[str, Any]) -> None:
-        await writable.wait()
-        sent.append(message)
-
-    transport = ASGITransport(send)
-    assert transport.write("a") is False
-    await asyncio.wait_for(transport.drained(), 1)
-    assert [m["text"] for m in sent] == ["a"]
-    writable.clear()
-    assert transport.write("b") is False
-    drained = asyncio.create_task(transport.drained())
-    await asyncio.sleep(0.01)
-    assert not drained.done() and [m["text"] for m in sent] == ["a"]
-    writable.set()
-    await asyncio.wait_for(drained, 1)
-    assert [m["text"] for m in sent] == ["a", "b"]
-    writable.clear()
-    assert transport.write("stuck") is False
-    close = asyncio.create_task(transport.close(3008, "slow"))
-    await asyncio.sleep(0.01)
-    writable.set()
-    await asyncio.wait_for(close, 1)
-    assert sent[2:] == [{"type": "websocket.close", "code": 3008, "reason": "slow"}]
 
 
 async def test_a_long_flush_holds_the_next_one_so_messages_share_frames() -> None:

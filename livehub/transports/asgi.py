@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket
@@ -31,42 +32,134 @@ from livehub.session import Session
 log = logging.getLogger("livehub.transport")
 
 
-class ASGITransport:
-    """A Session's transport over ASGI messages.
+#: Bytes a connection's writer may have queued before ``write`` reports push-back: enough for
+#: the frames of a few flushes while the server's send catches up, small next to the outbox's
+#: own limit (``client.queue_max_size``), which is what decides that a client is too slow.
+MAX_QUEUED = 64 * 1024
 
-    ``write`` starts the ASGI ``send`` as a task and reports push-back until it completes:
-    the outbox then writes nothing more until :meth:`drained` has awaited that send. One
-    send in flight at a time, in order; a send the peer never takes is cancelled by
-    ``close`` (a slow client) or when the outbox gives up.
+
+class ASGITransport:
+    """A Session's transport over ASGI messages: one writer task per connection.
+
+    An ASGI ``send`` is a coroutine, so only a task can run it. A task per write (with the
+    outbox waiting for each) costs two tasks and a loop turn per frame; stepping the
+    coroutine by hand needs asyncio's private future protocol and runs the server's send
+    outside the connection's task and context. Instead one task, started with the transport
+    (at accept, in the connection's task) and ended by :meth:`close` or :meth:`stop`, sends
+    the queued frames in order, awaiting one ``send`` each; uvicorn's returns without
+    suspending unless its socket pushes back, so flushing a thousand connections steps a
+    thousand existing tasks and creates none.
+
+    ``write`` queues the frame and wakes the writer. Once more than ``max_queued`` bytes
+    wait (the socket, or the server, does not keep up) it reports push-back, and
+    :meth:`drained` waits until the writer has sent them all: the backlog stays in the
+    outbox, whose byte limit closes a slow client with 3008, and this queue stays under
+    ``max_queued`` plus one frame.
     """
 
-    __slots__ = ("_send", "_sending")
+    __slots__ = (
+        "_send",
+        "_max_queued",
+        "_frames",
+        "_queued",
+        "_wakeup",
+        "_idle",
+        "_closed",
+        "_failure",
+        "_abandoned",
+        "_writer",
+    )
 
-    def __init__(self, send: Callable[[Any], Awaitable[None]]) -> None:
+    def __init__(self, send: Callable[[Any], Awaitable[None]], max_queued: int = MAX_QUEUED) -> None:
         self._send = send
-        self._sending: asyncio.Task[None] | None = None
+        self._max_queued = max_queued
+        self._frames: deque[str | bytes] = deque()
+        #: Bytes of the queued frames, the one being sent included.
+        self._queued = 0
+        #: What the writer waits on while the queue is empty; ``write`` sets it.
+        self._wakeup: asyncio.Future[None] | None = None
+        #: What :meth:`drained` waits on; the writer sets it once the queue is empty.
+        self._idle: asyncio.Future[None] | None = None
+        #: No more writes: the writer was stopped, or a send failed (``_failure``).
+        self._closed = False
+        self._failure: Exception | None = None
+        #: The outbox stopped waiting for the queue (``drained`` was cancelled): close drops it.
+        self._abandoned = False
+        self._writer: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._write_queued())
 
     def write(self, frame: str | bytes) -> bool:
-        if self._sending is not None:  # the contract says this does not happen; never reorder
-            raise RuntimeError("write before the previous send was drained")
-        message = {"type": "websocket.send", "text" if isinstance(frame, str) else "bytes": frame}
-        self._sending = asyncio.ensure_future(self._send(message))
-        return False
+        if self._closed:
+            self._raise_closed()
+        self._frames.append(frame)
+        self._queued += len(frame)
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set_result(None)
+        return self._queued <= self._max_queued
 
     async def drained(self) -> None:
-        sending = self._sending
-        if sending is None:
-            return
-        try:
-            await sending  # cancelled with it if the outbox gives up
-        finally:
-            self._sending = None
+        if self._frames:
+            self._idle = idle = asyncio.get_running_loop().create_future()
+            try:
+                await idle
+            except asyncio.CancelledError:
+                self._abandoned = True  # whoever waited has let go of what is queued
+                raise
+        if self._closed:
+            self._raise_closed()
 
     async def close(self, code: int, reason: str) -> None:
-        sending, self._sending = self._sending, None
-        if sending is not None and not sending.done():  # the peer never took it: abandoned
-            sending.cancel()
+        """Send what is queued, then the close message; what the outbox stopped waiting for
+        (a slow client's: the socket, or the server, would not take it) is abandoned instead."""
+        try:
+            if not self._abandoned:
+                await self.drained()
+        finally:
+            self.stop()
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    def stop(self) -> None:
+        """End the writer, dropping what it has not sent (the peer is gone, or the close is
+        due); writes from now on raise."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+        self._closed = True
+        self._frames.clear()
+        self._queued = 0
+        self._wake_drained()
+
+    async def _write_queued(self) -> None:
+        frames = self._frames
+        send = self._send
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while frames:
+                    frame = frames[0]
+                    key = "text" if isinstance(frame, str) else "bytes"
+                    await send({"type": "websocket.send", key: frame})
+                    frames.popleft()
+                    self._queued -= len(frame)
+                self._wake_drained()
+                self._wakeup = wakeup = loop.create_future()
+                await wakeup
+        except Exception as exc:  # the socket broke: the next write or drained() raises
+            log.debug("send failed: %r", exc)
+            self._writer = None
+            self._failure = exc
+            self.stop()
+
+    def _wake_drained(self) -> None:
+        idle, self._idle = self._idle, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+
+    def _raise_closed(self) -> NoReturn:
+        if self._failure is not None:
+            raise ConnectionResetError("send failed") from self._failure
+        raise ConnectionResetError("connection closed")
 
 
 def origin_allowed(headers: dict[str, str], patterns: list[str]) -> bool:
@@ -90,7 +183,8 @@ async def run_session(
     """Pump frames from an accepted WebSocket into a new Session until either side closes:
     text frames for JSON, binary frames for Protobuf (the other kind closes with 3506)."""
     size_limit = node.settings.websocket.message_size_limit
-    session = Session(node, ASGITransport(send), credentials, scope, encoding=encoding)
+    transport = ASGITransport(send)
+    session = Session(node, transport, credentials, scope, encoding=encoding)
     kind = "bytes" if encoding.binary else "text"
     session.start()
     try:
@@ -109,6 +203,7 @@ async def run_session(
         await session.outbox.wait_closed()
     finally:
         session.outbox.abort()
+        transport.stop()
         await session.cleanup()
 
 

@@ -1,0 +1,223 @@
+"""The client endpoint's ASGI fallback (``livehub.transports.asgi``): one writer task per
+connection sends the frames the outbox writes, in order, and pushes back once a few of
+them wait; a slow client is still closed 3008, with the send it never took abandoned.
+
+The first tests drive :class:`ASGITransport` with an ASGI ``send`` that blocks while its
+peer takes nothing, as uvicorn's does while its socket pushes back; the last one serves the
+Hub's route under plain uvicorn, through real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+from typing import Any
+
+import pytest
+import uvicorn
+import websockets
+
+from livehub.outbox import Flusher, Outbox
+from livehub.transports.asgi import ASGITransport
+from tests.test_connection import client_frame, hub_app, raw_connect, running, server_frames
+
+
+class Peer:
+    """An ASGI ``send``: records each message, waits while ``taking`` is clear (returning
+    without suspending when it is set, like uvicorn's), raises ``failure`` when set."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.taking = asyncio.Event()
+        self.taking.set()
+        self.failure: Exception | None = None
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        await self.taking.wait()
+        if self.failure is not None:
+            raise self.failure
+        self.sent.append(message)
+
+    def texts(self) -> list[str]:
+        return [m["text"] for m in self.sent if m["type"] == "websocket.send"]
+
+
+def close_message(code: int, reason: str) -> dict[str, Any]:
+    return {"type": "websocket.close", "code": code, "reason": reason}
+
+
+async def test_writes_are_taken_at_once_and_sent_in_order_by_one_task() -> None:
+    peer = Peer()
+    tasks = len(asyncio.all_tasks())
+    transport = ASGITransport(peer)
+    assert len(asyncio.all_tasks()) == tasks + 1  # the writer, for the connection's life
+    for turn in range(3):
+        assert all(transport.write(f"{turn}.{i}") for i in range(100))
+        await asyncio.sleep(0)  # the writer's turn
+        assert len(asyncio.all_tasks()) == tasks + 1  # no task per write
+    await asyncio.wait_for(transport.drained(), 1)
+    assert peer.texts() == [f"{turn}.{i}" for turn in range(3) for i in range(100)]
+    await transport.close(1000, "bye")
+    assert peer.sent[-1] == close_message(1000, "bye")
+    await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) == tasks  # the writer ended with the connection
+
+
+async def test_the_send_runs_in_the_connections_context_whoever_writes() -> None:
+    """Frames are written from the node's flush callback; the server's send (and any ASGI
+    middleware wrapping it) still runs in the context of the connection it belongs to."""
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    seen: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        seen.append(who.get())
+
+    who.set("connection 1")
+    transport = ASGITransport(send)
+    flushed = asyncio.Event()
+
+    def flush() -> None:
+        transport.write("frame")
+        flushed.set()
+
+    asyncio.get_running_loop().call_soon(flush, context=contextvars.Context())
+    await flushed.wait()
+    await asyncio.wait_for(transport.drained(), 1)
+    assert seen == ["connection 1"]
+    transport.stop()
+
+
+async def test_push_back_above_the_threshold_until_everything_queued_is_sent() -> None:
+    peer = Peer()
+    transport = ASGITransport(peer, max_queued=10)
+    peer.taking.clear()  # the socket pushes back
+    assert transport.write("a" * 6) is True
+    assert transport.write("b" * 4) is True  # 10 bytes queued: still taken
+    assert transport.write("c") is False  # 11: push-back
+    drained = asyncio.create_task(transport.drained())
+    await asyncio.sleep(0.02)
+    assert not drained.done() and peer.sent == []
+    peer.taking.set()
+    await asyncio.wait_for(drained, 1)
+    assert peer.texts() == ["a" * 6, "b" * 4, "c"]
+    assert transport.write("d" * 10) is True  # the queue is empty again
+    transport.stop()
+
+
+async def test_close_sends_what_is_queued_then_the_close_message() -> None:
+    peer = Peer()
+    transport = ASGITransport(peer)
+    peer.taking.clear()
+    assert transport.write("last words") is True
+    closing = asyncio.create_task(transport.close(3000, "bye"))
+    await asyncio.sleep(0.02)
+    assert peer.sent == []
+    peer.taking.set()
+    await asyncio.wait_for(closing, 1)
+    assert peer.sent == [{"type": "websocket.send", "text": "last words"}, close_message(3000, "bye")]
+    with pytest.raises(ConnectionResetError):
+        transport.write("after close")
+
+
+async def test_a_slow_client_is_closed_3008_and_the_send_it_never_took_is_abandoned() -> None:
+    """Through the outbox: the peer takes nothing, writes push back, the outbox's queue
+    passes its limit and it closes the client as slow; the stuck send is dropped, so the
+    close message is the only thing sent, and nothing is sent after it."""
+    peer = Peer()
+    peer.taking.clear()
+    tasks = len(asyncio.all_tasks())
+    transport = ASGITransport(peer, max_queued=100)
+    outbox = Outbox(transport, 1000, 1, Flusher())
+    for _ in range(30):  # 30 * 60 bytes: past both limits
+        outbox.put("x" * 60)
+        await asyncio.sleep(0)
+    assert outbox.close_with is not None and outbox.close_with.code == 3008
+    peer.taking.set()
+    await asyncio.wait_for(outbox.wait_closed(), 1)
+    await asyncio.sleep(0.01)
+    assert peer.sent == [close_message(3008, "slow")]
+    assert len(asyncio.all_tasks()) == tasks
+
+
+async def test_a_failed_send_is_raised_to_the_outbox_and_ends_the_writer() -> None:
+    """A send that raises (the socket broke) ends the writer; the next ``drained`` or
+    ``write`` raises, so the outbox stops writing to it."""
+    peer = Peer()
+    tasks = len(asyncio.all_tasks())
+    transport = ASGITransport(peer)
+    peer.failure = OSError("connection reset by peer")
+    assert transport.write("a") is True
+    with pytest.raises(ConnectionResetError) as failed:
+        await asyncio.wait_for(transport.drained(), 1)
+    assert failed.value.__cause__ is peer.failure
+    with pytest.raises(ConnectionResetError):
+        transport.write("b")
+    assert len(asyncio.all_tasks()) == tasks
+    outbox = Outbox(ASGITransport(peer), 1000, 64, Flusher())
+    outbox.put("m")  # taken; its send fails afterwards
+    await asyncio.sleep(0.01)
+    outbox.put("n")  # the next write tells the outbox, which gives up
+    await asyncio.wait_for(outbox.wait_closed(), 1)
+    assert outbox.close_with is not None and outbox.close_with.code == 3009  # write error
+
+
+async def test_stop_ends_the_writer_whether_idle_or_stuck_in_a_send() -> None:
+    peer = Peer()
+    tasks = len(asyncio.all_tasks())
+    idle = ASGITransport(peer)
+    await asyncio.sleep(0)
+    idle.stop()
+    peer.taking.clear()
+    stuck = ASGITransport(peer)
+    stuck.write("never taken")
+    await asyncio.sleep(0.01)
+    stuck.stop()
+    peer.taking.set()
+    await asyncio.sleep(0.01)
+    assert peer.sent == [] and len(asyncio.all_tasks()) == tasks
+
+
+async def test_under_plain_uvicorn_a_peer_that_stops_reading_is_closed_3008_and_others_get_everything() -> (
+    None
+):
+    """``uvicorn module:app`` serves the Hub's ASGI route. A client that stops reading
+    fills its socket, uvicorn's send then waits, the writer's queue pushes back and the
+    outbox closes the client as slow; a client that reads gets every publication in order.
+    Once the stuck one reads again, it finds an unbroken run of publications and then
+    the close frame with 3008."""
+    app, hub = hub_app(client={"insecure": True, "queue_max_size": 256 * 1024})
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))  # not livehub's protocol
+    async with running(server) as port:
+        reader, writer = await raw_connect(port, rcvbuf=4096)
+        writer.write(client_frame(b'{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"big"}}'))
+        frames = server_frames(reader)
+        replies = ""
+        while '"id":2' not in replies:
+            replies += (await anext(frames))[1].decode()
+        writer.transport.pause_reading()  # from here on the stuck peer reads nothing
+        address = f"ws://127.0.0.1:{port}/connection/websocket"
+        async with websockets.connect(address, max_size=None) as fast:
+            await fast.send('{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"big"}}')
+            while '"id":2' not in await asyncio.wait_for(fast.recv(), 5):
+                pass
+            seen: list[int] = []
+            blob = "x" * 30_000
+            for i in range(300):  # 9 MB; one at a time: a reader as fast as the publisher is not slow
+                await hub.publish("big", [i, blob])
+                while len(seen) <= i:
+                    for line in (await asyncio.wait_for(fast.recv(), 10)).split("\n"):
+                        seen.append(json.loads(line)["push"]["pub"]["data"][0])
+            assert seen == list(range(300))
+        writer.transport.resume_reading()
+        got: list[int] = []
+        async with asyncio.timeout(15):
+            async for opcode, payload in frames:
+                if opcode == 0x8:
+                    assert int.from_bytes(payload[:2], "big") == 3008
+                    break
+                got += [json.loads(line)["push"]["pub"]["data"][0] for line in payload.decode().split("\n")]
+            else:
+                pytest.fail("the connection ended without a close frame")
+        assert got == list(range(len(got))) and len(got) < 300
+        writer.close()
