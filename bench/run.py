@@ -331,7 +331,9 @@ class Runner:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                cwd=ROOT,
+                # ``python -m`` and uvicorn's app dir put the working directory first on sys.path:
+                # run livehub's servers from the snapshot so that they import it, not the work tree
+                cwd=self.src if spec.livehub else ROOT,
                 env=self.env if spec.livehub else self.plain_env,
             )
         try:
