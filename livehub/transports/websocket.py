@@ -59,7 +59,7 @@ from livehub.protocol.websocket import (
     reject_response,
 )
 from livehub.session import Session
-from livehub.transports.asgi import origin_allowed
+from livehub.transports.asgi import admission
 
 log = logging.getLogger("livehub.connection")
 
@@ -122,7 +122,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "_node", "_args", "_head", "_transport", "_connections", "_state", "_paused", "_parser",
-        "_session", "_inbox", "_task", "_drained", "_timer", "_pong",
+        "_session", "_inbox", "_task", "_drained", "_timer", "_pong", "_admitted",
     )  # fmt: skip
 
     def __init__(self, node: Node, config: Any, server_state: Any, app_state: Any, _loop: Any = None) -> None:
@@ -144,6 +144,8 @@ class ClientConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         #: A pong owed while the peer does not take writes (the latest ping's payload).
         self._pong: bytes | None = None
+        #: The client address the node's gate counted this connection under, until it ends.
+        self._admitted: str | None = None
 
     # -- asyncio.Protocol
 
@@ -187,6 +189,9 @@ class ClientConnection(asyncio.Protocol):
         previous, self._state = self._state, _CLOSED
         self._connections.discard(self)
         self._cancel_timer()
+        if self._admitted is not None:
+            self._node.gate.release(self._admitted)
+            self._admitted = None
         if previous is _HANDSHAKE:
             if self._task is not None:  # the connect hook's answer is no longer needed
                 self._task.cancel()
@@ -276,12 +281,16 @@ class ClientConnection(asyncio.Protocol):
         self._head = head[end + 4 :]  # frames sent right behind the request
         try:
             key = check_upgrade(request)
-            if not origin_allowed(request.headers, node.settings.client.allowed_origins):
-                log.info("rejected connection from origin %r", request.headers.get("origin"))
-                raise HandshakeError(403, "origin not allowed")
         except HandshakeError as exc:
             self._refuse(exc)
             return
+        peer = self._transport.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) else ""
+        refused = admission(node, request.headers, ip)  # before any app code
+        if refused is not None:
+            self._refuse(HandshakeError(*refused))
+            return
+        self._admitted = ip
         offered = offered_subprotocols(request)
         subprotocol = "centrifuge-json" if "centrifuge-json" in offered else None
         if hook is None:
