@@ -297,3 +297,76 @@ async def test_asgi_route_checks_origin_and_limits_before_app_code() -> None:
                 except websockets.InvalidStatus:
                     await asyncio.sleep(0.05)
         await again.close()
+
+
+FLOOD_GUARDED = """
+[client]
+insecure = true
+[client.rate_limit.client_command]
+enabled = true
+[client.rate_limit.client_command.total]
+enabled = true
+buckets = [{interval = "1s", rate = 100}]
+[client.rate_limit.client_command.publish]
+enabled = true
+buckets = [{interval = "1s", rate = 50}]
+"""
+
+
+async def test_others_get_every_message_while_one_client_floods(tmp_path: Path) -> None:
+    """The regression of the chaos figure (bench/chaos_flood.py), small: a flooder is answered
+    111 and closed with 3013 (again after each reconnect), and a steady stream reaches its
+    subscriber whole and in order meanwhile."""
+    with serve(write_config(tmp_path, FLOOD_GUARDED)) as port:
+        watcher = await websockets.connect(url(port))
+        await watcher.send('{"id":1,"connect":{}}\n{"id":2,"subscribe":{"channel":"news"}}')
+        async with asyncio.timeout(5):
+            got = ""
+            while '"id":2' not in got:
+                got += str(await watcher.recv())
+        publisher = await connected(port)
+        flood_frame = "\n".join(
+            '{"id":' + str(i) + ',"publish":{"channel":"spam","data":{}}}' for i in range(2, 202)
+        )
+        flooder_stats = {"111": 0, "3013": 0}
+        stop = asyncio.Event()
+
+        async def flooder() -> None:
+            for _ in range(20):  # reconnects, bounded
+                if stop.is_set():
+                    return
+                ws = await connected(port, close_timeout=0.1)
+                try:
+                    while not stop.is_set():
+                        await ws.send(flood_frame)
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(0.001):
+                                flooder_stats["111"] += str(await ws.recv()).count('"code":111')
+                except websockets.ConnectionClosed as exc:
+                    if exc.rcvd is not None and exc.rcvd.code == 3013:
+                        flooder_stats["3013"] += 1
+                finally:
+                    await ws.close()
+
+        async def stream() -> None:
+            for n in range(30):  # 20 a second: under the publish limit (50/s)
+                await publisher.send(f'{{"id":{n + 10},"publish":{{"channel":"news","data":{{"n":{n}}}}}}}')
+                await asyncio.sleep(0.05)
+
+        flooding = asyncio.create_task(flooder())
+        await asyncio.sleep(0.3)  # the flood is on before the stream starts
+        await stream()
+        received: list[int] = []
+        async with asyncio.timeout(10):
+            while len(received) < 30:
+                for line in str(await watcher.recv()).splitlines():
+                    push = json.loads(line).get("push", {})
+                    if "pub" in push:
+                        received.append(push["pub"]["data"]["n"])
+        stop.set()
+        await flooding
+        assert received == list(range(30))
+        assert flooder_stats["111"] > 0 and flooder_stats["3013"] >= 1
+        assert metric(port, "livehub_client_limit_refusals_total", reason="command_flood") >= 1
+        await publisher.close()
+        await watcher.close()

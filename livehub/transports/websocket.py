@@ -69,6 +69,8 @@ CLOSE_TIMEOUT = 2.0
 SHUTDOWN_GRACE = 5.0
 #: Frames received while commands are still being handled, before reading pauses.
 INBOX_LIMIT = 64
+#: Closed with this code (too many requests), a client is not read any more.
+CLOSE_FLOODING = 3013
 #: The longest request head looked at; a longer one is left to uvicorn (which refuses it).
 MAX_HEAD = 16384
 
@@ -473,6 +475,11 @@ class ClientConnection(asyncio.Protocol):
             return
         self._state = _CLOSING
         self._transport.write(encode_close(code, reason))
+        if code == CLOSE_FLOODING:
+            # a flooder's close frame is not waited for: what it keeps sending meanwhile would
+            # be read and unmasked for nothing; the socket closes once our close frame is out
+            self._parser = None
+            self._transport.close()
         self._set_timer(CLOSE_TIMEOUT, self._transport.abort)
 
     def write_buffer_size(self) -> int:
