@@ -128,9 +128,17 @@ def reply_error(method: str, code: int) -> None:
     REPLY_ERRORS.labels(method or "unknown", str(code)).inc()
 
 
+_REFUSAL_REASONS = (
+    "connection_limit", "connection_limit_per_ip", "connection_rate_limit", "origin",
+    "command_rate_limit", "command_flood", "channel_limit",
+)  # fmt: skip
+#: One child per reason, made once: a flood of refusals must cost as little as possible.
+_REFUSALS = {reason: LIMIT_REFUSALS.labels(reason) for reason in _REFUSAL_REASONS}
+
+
 def limit_refusal(reason: str) -> None:
-    """A limit said no (``reason`` is one of a fixed few names: bounded labels)."""
-    LIMIT_REFUSALS.labels(reason).inc()
+    """A limit said no (``reason`` is one of :data:`_REFUSAL_REASONS`: bounded labels)."""
+    _REFUSALS[reason].inc()
     if reason == "connection_limit":
         CONNECTION_LIMIT.inc()
 

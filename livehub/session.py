@@ -296,6 +296,9 @@ class Session:
                     metrics.limit_refusal("command_flood")
                     raise codes.disconnect_too_many_requests()
                 metrics.limit_refusal("command_rate_limit")
+                # a refusal takes no await otherwise: without this turn, a frame of refused
+                # commands would hold the event loop (every other client waits) until it ends
+                await asyncio.sleep(0)
                 raise codes.error_too_many_requests()
         if isinstance(request, SubscribeParams):
             result, joined = await self._subscribe_client(request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -127,3 +128,30 @@ def test_rate_limit_keys_livehub_does_not_honour_are_refused() -> None:
     problems = config_problems(settings)
     assert any(p.startswith("client.rate_limit.user_command: Centrifugo's option") for p in problems)
     assert any("client.rate_limit.client_command.publsh: unknown key; did you mean" in p for p in problems)
+
+
+async def test_on_connect_channels_over_channel_limit_close_with_3505() -> None:
+    from fastapi import FastAPI
+
+    from livehub import Hub
+    from livehub.models import Credentials
+    from livehub.testing import ConnectionClosed, HubTestClient
+
+    hub = Hub(Settings(client={"channel_limit": 2}))
+    app = FastAPI()
+    app.include_router(hub.router)
+    wanted: list[tuple[str, ...]] = []
+
+    async def by_list(scope: dict[str, object]) -> Credentials:
+        return Credentials("u", channels=wanted.pop())
+
+    hub.node.connect_hook = by_list
+    async with HubTestClient(app) as client:
+        wanted.append(("a", "b", "c"))
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.connect()
+        assert closed.value.code == 3505
+        assert hub.node.sessions == {} and not hub.node.channels()
+        wanted.append(("a", "b"))
+        conn = await client.connect()
+        assert sorted(conn.connect_result["subs"]) == ["a", "b"]

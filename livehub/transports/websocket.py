@@ -69,7 +69,7 @@ CLOSE_TIMEOUT = 2.0
 SHUTDOWN_GRACE = 5.0
 #: Frames received while commands are still being handled, before reading pauses.
 INBOX_LIMIT = 64
-#: Closed with this code (too many requests), a client is not read any more.
+#: Closed with this code (too many requests: a flood), a client is not read any more.
 CLOSE_FLOODING = 3013
 #: The longest request head looked at; a longer one is left to uvicorn (which refuses it).
 MAX_HEAD = 16384
@@ -78,6 +78,7 @@ MAX_HEAD = 16384
 _HOOK = 1  # the app's connect hook is deciding: nothing is read before the answer
 _INBOX = 2  # INBOX_LIMIT frames wait to be handled
 _WRITE = 4  # the peer does not take what is written: reading it would only pile up replies
+_FLOODED = 8  # closed for flooding (3013): never read again
 
 
 class State(enum.Enum):
@@ -476,10 +477,11 @@ class ClientConnection(asyncio.Protocol):
         self._state = _CLOSING
         self._transport.write(encode_close(code, reason))
         if code == CLOSE_FLOODING:
-            # a flooder's close frame is not waited for: what it keeps sending meanwhile would
-            # be read and unmasked for nothing; the socket closes once our close frame is out
+            # a flooder is not read any more: what it keeps sending would be read and unmasked
+            # for nothing. Its socket stays open until CLOSE_TIMEOUT, so it cannot reconnect
+            # (and flood again) sooner unless it drops the connection itself.
             self._parser = None
-            self._transport.close()
+            self._pause(_FLOODED)
         self._set_timer(CLOSE_TIMEOUT, self._transport.abort)
 
     def write_buffer_size(self) -> int:
