@@ -9,7 +9,10 @@ process floods meanwhile: one connection sends ``publish`` commands (to channel 
 what gets through costs no fan-out) as fast as its socket takes them, 200 per frame, and
 reconnects at once whenever it is closed. The flooder counts the 111 answers it gets and
 the 3013 closes; the subscribers' p99 (publish→receive) is compared with the ``baseline`` runs
-(no flooder). ``--no-limits`` runs the flood against a server without rate limits, for contrast.
+(no flooder). ``--no-limits`` runs the flood against a server without rate limits, for contrast;
+``--drop`` adds a flooder that, once closed, drops its socket at once (no close handshake) and
+reconnects: the worst case, since a flooder that waits for the close is held for
+``CLOSE_TIMEOUT`` (2 s) by the server, unread.
 
     .venv/bin/python bench/chaos_flood.py --runs 3             # baseline x3, flood x3: medians
     .venv/bin/python bench/chaos_flood.py flooder --port P --seconds 10   # the flooder alone
@@ -59,7 +62,7 @@ presence = false
 # -- the flooder
 
 
-async def flood(port: int, seconds: float, batch: int, stats: dict[str, Any]) -> None:
+async def flood(port: int, seconds: float, batch: int, stats: dict[str, Any], drop: bool = False) -> None:
     """Publish as fast as the socket takes it until ``seconds`` pass; reconnect when closed.
     ``stats`` is filled as it goes (the flooder may be stopped at any moment)."""
     import websockets
@@ -73,12 +76,16 @@ async def flood(port: int, seconds: float, batch: int, stats: dict[str, Any]) ->
     )
 
     async def read(ws: Any) -> None:
-        async for message in ws:
-            for line in str(message).splitlines():
-                if '"code":111' in line:
-                    stats["too_many_requests"] += 1
-                elif '"publish"' in line:
-                    stats["ok"] += 1
+        try:
+            async for message in ws:
+                for line in str(message).splitlines():
+                    if '"code":111' in line:
+                        stats["too_many_requests"] += 1
+                    elif '"publish"' in line:
+                        stats["ok"] += 1
+        finally:
+            if drop:  # the server's close frame came: drop the socket at once, come back
+                ws.transport.abort()
 
     while time.monotonic() < deadline:
         try:
@@ -97,7 +104,10 @@ async def flood(port: int, seconds: float, batch: int, stats: dict[str, Any]) ->
         except websockets.ConnectionClosed:
             pass
         finally:
-            await ws.close()
+            if drop:  # an attacker does not wait for the close handshake: it drops and comes back
+                ws.transport.abort()
+            else:
+                await ws.close()
             await asyncio.gather(reader, return_exceptions=True)
         code = ws.close_code
         closes[str(code)] = closes.get(str(code), 0) + 1
@@ -144,6 +154,7 @@ def one_run(mode: str, a: argparse.Namespace) -> dict[str, Any]:
                         str(port),
                         "--seconds",
                         str(a.step_s + 10),
+                        *(["--drop"] if mode == "flood-drop" else []),
                     ],
                     cwd=ROOT,
                     stdout=subprocess.PIPE,
@@ -182,11 +193,12 @@ def main() -> None:
         p.add_argument("--port", type=int, required=True)
         p.add_argument("--seconds", type=float, default=10.0)
         p.add_argument("--batch", type=int, default=200)
+        p.add_argument("--drop", action="store_true", help="drop the socket when closed, reconnect at once")
         f = p.parse_args()
         stats: dict[str, Any] = {}
 
         async def bounded() -> None:
-            await asyncio.wait_for(flood(f.port, f.seconds, f.batch, stats), f.seconds + 20)
+            await asyncio.wait_for(flood(f.port, f.seconds, f.batch, stats, f.drop), f.seconds + 20)
 
         import signal
 
@@ -201,8 +213,13 @@ def main() -> None:
     p.add_argument("--step-s", type=float, default=10.0)
     p.add_argument("--connect-s", type=float, default=4.0, help="wait before the flood starts")
     p.add_argument("--no-limits", action="store_true", help="also flood a server without rate limits")
+    p.add_argument("--drop", action="store_true", help="also a flooder that drops and reconnects at once")
+    p.add_argument("--only-drop", action="store_true", help="baseline and the dropping flooder only")
     a = p.parse_args()
     modes = ["baseline", "flood"] + (["flood-no-limits"] if a.no_limits else [])
+    modes += ["flood-drop"] if a.drop else []
+    if a.only_drop:
+        modes = ["baseline", "flood-drop"]
     runs: list[dict[str, Any]] = []
     for i in range(a.runs):
         for mode in modes:
