@@ -235,7 +235,7 @@ def sections(model: type[BaseModel] = Settings, path: str = "") -> Iterator[tupl
         elif typing.get_origin(field.annotation) is list:
             (item,) = typing.get_args(field.annotation)
             if _model_of(item) is not None:
-                yield f"{child}[]", item
+                yield from sections(item, f"{child}[]")
 
 
 def keys(model: type[BaseModel]) -> list[tuple[str, FieldInfo]]:

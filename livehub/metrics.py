@@ -92,6 +92,21 @@ ENGINE_CALL_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+CONNECTION_LIMIT = Counter(
+    "centrifugo_node_client_connection_limit",
+    "Number of refused requests due to node client connection limit.",
+    registry=REGISTRY,
+)
+LIMIT_REFUSALS = Counter(
+    "livehub_client_limit_refusals",
+    "What a limit refused, by reason: connection_limit, connection_limit_per_ip, "
+    "connection_rate_limit, origin (connections refused at the upgrade); command_rate_limit "
+    "(commands answered 111); command_flood (connections closed 3013); channel_limit "
+    "(connections closed 3505).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -111,6 +126,21 @@ def timed_command(method: F) -> F:
 
 def reply_error(method: str, code: int) -> None:
     REPLY_ERRORS.labels(method or "unknown", str(code)).inc()
+
+
+_REFUSAL_REASONS = (
+    "connection_limit", "connection_limit_per_ip", "connection_rate_limit", "origin",
+    "command_rate_limit", "command_flood", "channel_limit",
+)  # fmt: skip
+#: One child per reason, made once: a flood of refusals must cost as little as possible.
+_REFUSALS = {reason: LIMIT_REFUSALS.labels(reason) for reason in _REFUSAL_REASONS}
+
+
+def limit_refusal(reason: str) -> None:
+    """A limit said no (``reason`` is one of :data:`_REFUSAL_REASONS`: bounded labels)."""
+    _REFUSALS[reason].inc()
+    if reason == "connection_limit":
+        CONNECTION_LIMIT.inc()
 
 
 def server_disconnect(code: int) -> None:

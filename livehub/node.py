@@ -31,6 +31,7 @@ from livehub.cluster import Cluster
 from livehub.control import ControlCommand, InstantControlCommand
 from livehub.engines import engine_from_url
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
+from livehub.limits import CommandLimits, ConnectionGate
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.outbox import Flusher
 from livehub.protocol import protobuf
@@ -117,6 +118,17 @@ class Node:
         #: Writes what fan-out and replies queued, once per loop turn, for every session.
         self.flusher = Flusher(self.settings.client.write_delay)
         self.cluster = Cluster(self)
+        client = self.settings.client
+        #: Admits new connections (``client.connection_limit`` and friends): both transports
+        #: ask it at the upgrade, before any app code runs.
+        self.gate = ConnectionGate(
+            client.connection_limit,
+            client.connection_limit_per_ip,
+            client.connection_rate_limit,
+            time.monotonic(),
+        )
+        #: ``client.rate_limit.client_command``: each session makes its limiter from it.
+        self.command_limits = CommandLimits.from_settings(client.rate_limit.client_command)
 
     # -- lifecycle
 

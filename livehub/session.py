@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,7 @@ class Session:
     __slots__ = (
         "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "state",
         "credentials", "scope", "handle", "encoding", "_expires_at", "_clock", "_timers", "_tasks", "_joins",
+        "_limiter",
     )  # fmt: skip
 
     def __init__(
@@ -116,6 +118,8 @@ class Session:
         self.scope = scope
         #: The app's handle on this connection (``livehub.client.Client``), made on first use.
         self.handle: Client | None = None
+        #: Command rate limits (``client.rate_limit.client_command``); None when not configured.
+        self._limiter = node.command_limits.limiter(time.monotonic())
 
     # -- lifecycle
 
@@ -289,6 +293,19 @@ class Session:
             return
         if isinstance(request, ConnectParams):
             raise codes.disconnect_bad_request()
+        limiter = self._limiter
+        if limiter is not None:
+            now = time.monotonic()
+            if not limiter.allow(method, now, request.method if isinstance(request, RPCParams) else ""):
+                if limiter.flooding(now):
+                    log.info("client %s keeps sending past its command rate limit: closing", self.id)
+                    metrics.limit_refusal("command_flood")
+                    raise codes.disconnect_too_many_requests()
+                metrics.limit_refusal("command_rate_limit")
+                # a refusal takes no await otherwise: without this turn, a frame of refused
+                # commands would hold the event loop (every other client waits) until it ends
+                await asyncio.sleep(0)
+                raise codes.error_too_many_requests()
         if isinstance(request, SubscribeParams):
             result, joined = await self._subscribe_client(request)
             self.outbox.put(self.encoding.encode_reply(command.id, method, result))
@@ -340,6 +357,13 @@ class Session:
         limit = cfg.user_connection_limit
         if limit and self.user and len(node.users.get(self.user, ())) >= limit:
             raise codes.disconnect_connection_limit()
+        if self.user and cfg.subscribe_to_user_personal_channel.enabled:
+            channels = [node.rules.personal_channel(self.user), *channels]
+        channels = list(dict.fromkeys(channels))
+        if len(channels) > cfg.channel_limit:  # as Centrifuge: the whole connection is refused
+            log.info("client %s: %d channels at connect, over channel_limit", self.id, len(channels))
+            metrics.limit_refusal("channel_limit")
+            raise codes.disconnect_channel_limit()
         self.name = req.name
         self.state = SessionState.CONNECTED
         self._timer("stale", 0, None)
@@ -349,10 +373,8 @@ class Session:
             result["ping"] = max(1, round(cfg.ping_interval))
             result["pong"] = True
         result.update(self._set_expiry(expires_at))
-        if self.user and cfg.subscribe_to_user_personal_channel.enabled:
-            channels = [node.rules.personal_channel(self.user), *channels]
         subs: dict[str, Any] = {}
-        for channel in dict.fromkeys(channels):
+        for channel in channels:
             opts = node.rules.options(channel)
             recovery = req.subs.get(channel, Recovery(False, 0, ""))
             params = SubscribeOptions(

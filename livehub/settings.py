@@ -102,6 +102,75 @@ class Enabled(Section):
     enabled: bool = False
 
 
+class RateBucket(Section):
+    """``rate`` operations per ``interval`` (a token bucket holding at most ``rate``)."""
+
+    #: The bucket's period: ``rate`` tokens come back over it.
+    interval: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 1.0
+    #: Operations allowed per ``interval``, and the most that can be saved up for a burst.
+    rate: Annotated[int, Field(ge=1)] = 1
+
+
+class CommandBuckets(Section):
+    """One command's limit (Centrifugo PRO's shape): its buckets, used when ``enabled``."""
+
+    #: Apply these buckets (off: the section is ignored).
+    enabled: bool = False
+    #: Token buckets a command takes one token from each; all must have one.
+    buckets: list[RateBucket] = []
+
+
+class RPCMethodBuckets(Section):
+    #: The RPC method these buckets are for, instead of the ``rpc`` section's.
+    method: str
+    #: Apply this override.
+    enabled: bool = True
+    #: Token buckets for this RPC method.
+    buckets: list[RateBucket] = []
+
+
+class RPCBuckets(CommandBuckets):
+    #: Per RPC method, instead of the ``rpc`` buckets.
+    method_overrides: list[RPCMethodBuckets] = []
+
+
+class ClientCommandRateLimit(Section):
+    """``client.rate_limit.client_command``: per-connection command rates. A command over its
+    limit is answered with error 111 and does nothing; a connection that keeps sending far
+    past it is closed with 3013. ``total`` counts every command; ``default`` is for the
+    commands without a section of their own."""
+
+    #: Limit each connection's commands (111 over a limit; 3013 for a connection whose
+    #: refusals in one second pass 10 times the largest configured rate per second).
+    enabled: bool = False
+    #: Buckets every command takes from.
+    total: CommandBuckets = CommandBuckets()
+    #: Buckets for commands that have no enabled section of their own.
+    default: CommandBuckets = CommandBuckets()
+    #: ``subscribe`` commands.
+    subscribe: CommandBuckets = CommandBuckets()
+    #: ``publish`` commands.
+    publish: CommandBuckets = CommandBuckets()
+    #: ``history`` commands.
+    history: CommandBuckets = CommandBuckets()
+    #: ``presence`` commands.
+    presence: CommandBuckets = CommandBuckets()
+    #: ``presence_stats`` commands.
+    presence_stats: CommandBuckets = CommandBuckets()
+    #: ``refresh`` commands.
+    refresh: CommandBuckets = CommandBuckets()
+    #: ``sub_refresh`` commands.
+    sub_refresh: CommandBuckets = CommandBuckets()
+    #: ``rpc`` commands, narrowed per method by ``method_overrides``.
+    rpc: RPCBuckets = RPCBuckets()
+
+
+class ClientRateLimit(Section):
+    #: Per-connection command rates, in memory on each node (per-user limits across a
+    #: cluster, Centrifugo PRO's ``user_command``, are not implemented).
+    client_command: ClientCommandRateLimit = ClientCommandRateLimit()
+
+
 class ClientSettings(Section):
     token: TokenSettings = TokenSettings()
     #: A separate key for subscription tokens; when disabled, ``token`` verifies both.
@@ -109,7 +178,9 @@ class ClientSettings(Section):
     #: Everyone may connect without a token and use every channel: for development.
     insecure: bool = False
     allow_anonymous_connect_without_token: bool = False
-    #: Origins allowed to open a connection (glob patterns; empty allows same-origin and non-browser).
+    #: Origins allowed to open a connection (glob patterns such as ``"http://127.0.0.1:*"``).
+    #: Empty: no browser may connect (any request with an Origin header is refused, as in
+    #: Centrifugo); clients that send no Origin (SDKs outside browsers) always may.
     allowed_origins: list[str] = []
     subscribe_to_user_personal_channel: Enabled = Enabled()
     ping_interval: Duration = 25.0
@@ -122,6 +193,16 @@ class ClientSettings(Section):
     channel_limit: Annotated[int, Field(ge=0)] = 128
     #: Maximum connections of one user on this node (0 = unlimited; close 3504 beyond it).
     user_connection_limit: Annotated[int, Field(ge=0)] = 0
+    #: Maximum connections open on this node (0 = unlimited). Over it the upgrade is refused
+    #: with HTTP 503 before any app code runs, as Centrifugo does.
+    connection_limit: Annotated[int, Field(ge=0)] = 0
+    #: Maximum new connections per second on this node (0 = unlimited; HTTP 503 beyond it).
+    connection_rate_limit: Annotated[int, Field(ge=0)] = 0
+    #: livehub's: maximum connections open from one client address on this node (0 =
+    #: unlimited; HTTP 503 beyond it). Behind a proxy every client has the proxy's address.
+    connection_limit_per_ip: Annotated[int, Field(ge=0)] = 0
+    #: Per-connection command rate limits (Centrifugo PRO's ``client.rate_limit``).
+    rate_limit: ClientRateLimit = ClientRateLimit()
     #: Bytes queued for one connection before it is disconnected as slow (3008).
     queue_max_size: Annotated[int, Field(ge=1024)] = 1_048_576
     history_max_publication_limit: Annotated[int, Field(ge=1)] = 300

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from livehub.limits import Bucket, CommandLimits, ConnectionGate, TokenBucket
+from livehub.settings import Settings, config_problems
 
 
 def test_a_bucket_allows_a_burst_then_its_rate() -> None:
@@ -60,11 +62,9 @@ def test_no_configured_limit_costs_nothing() -> None:
 def test_the_gate_counts_connections_per_node_and_per_address() -> None:
     gate = ConnectionGate(limit=3, per_ip=2)
     assert gate.admit("a", 0) is None and gate.admit("a", 0) is None
-    refused = gate.admit("a", 0)
-    assert refused is not None and refused.code == 3504
+    assert gate.admit("a", 0) == "connection_limit_per_ip"
     assert gate.admit("b", 0) is None
-    full = gate.admit("c", 0)
-    assert full is not None and full.code == 3504
+    assert gate.admit("c", 0) == "connection_limit"
     assert (gate.open, gate.refused) == (3, 2)
     gate.release("a")
     assert gate.admit("c", 0) is None
@@ -78,5 +78,80 @@ def test_the_gate_limits_the_rate_of_new_connections() -> None:
     gate = ConnectionGate(rate=2)
     results = [gate.admit("a", 0.0) for _ in range(3)]
     assert results[:2] == [None, None]
-    assert results[2] is not None and results[2].code == 3013
+    assert results[2] == "connection_rate_limit"
     assert gate.admit("a", 0.5) is None
+
+
+def test_limits_from_centrifugo_pro_config() -> None:
+    config = Settings(
+        client={
+            "rate_limit": {
+                "client_command": {
+                    "enabled": True,
+                    "total": {"enabled": True, "buckets": [{"interval": "1s", "rate": 20}]},
+                    "publish": {"enabled": True, "buckets": [{"interval": "2s", "rate": 1}]},
+                    "history": {"enabled": False, "buckets": [{"interval": "1s", "rate": 1}]},
+                    "rpc": {
+                        "enabled": True,
+                        "buckets": [{"interval": "1s", "rate": 10}],
+                        "method_overrides": [{"method": "slow", "buckets": [{"interval": "20s", "rate": 1}]}],
+                    },
+                }
+            }
+        }
+    ).client.rate_limit.client_command
+    limits = CommandLimits.from_settings(config)
+    assert limits.total == (Bucket(20, 1.0),)
+    assert limits.methods == {"publish": (Bucket(1, 2.0),), "rpc": (Bucket(10, 1.0),)}
+    assert limits.rpc_methods == {"slow": (Bucket(1, 20.0),)}
+    assert limits.flood_limit == 200  # 10 x the largest rate per second (20/s)
+    assert not CommandLimits.from_settings(config.model_copy(update={"enabled": False})).enabled
+
+
+def test_refusals_past_the_flood_limit_within_a_second_mean_flooding() -> None:
+    limiter = CommandLimits(total=(Bucket(2, 1.0),)).limiter(0.0)
+    assert limiter is not None
+    assert not any(limiter.flooding(0.5) for _ in range(20))  # 10 x 2/s: still tolerated
+    assert limiter.flooding(0.6)
+    assert not limiter.flooding(1.7)  # a new second starts a new count
+
+
+def test_rate_limit_keys_livehub_does_not_honour_are_refused() -> None:
+    settings = Settings(
+        client={
+            "rate_limit": {
+                "user_command": {"enabled": True},
+                "client_command": {"enabled": True, "publsh": {"enabled": True}},
+            }
+        }
+    )
+    problems = config_problems(settings)
+    assert any(p.startswith("client.rate_limit.user_command: Centrifugo's option") for p in problems)
+    assert any("client.rate_limit.client_command.publsh: unknown key; did you mean" in p for p in problems)
+
+
+async def test_on_connect_channels_over_channel_limit_close_with_3505() -> None:
+    from fastapi import FastAPI
+
+    from livehub import Hub
+    from livehub.models import Credentials
+    from livehub.testing import ConnectionClosed, HubTestClient
+
+    hub = Hub(Settings(client={"channel_limit": 2}))
+    app = FastAPI()
+    app.include_router(hub.router)
+    wanted: list[tuple[str, ...]] = []
+
+    async def by_list(scope: dict[str, object]) -> Credentials:
+        return Credentials("u", channels=wanted.pop())
+
+    hub.node.connect_hook = by_list
+    async with HubTestClient(app) as client:
+        wanted.append(("a", "b", "c"))
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.connect()
+        assert closed.value.code == 3505
+        assert hub.node.sessions == {} and not hub.node.channels()
+        wanted.append(("a", "b"))
+        conn = await client.connect()
+        assert sorted(conn.connect_result["subs"]) == ["a", "b"]

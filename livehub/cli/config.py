@@ -47,7 +47,7 @@ _COMMENTS = {
     "client.token": "Clients connect with a JWT signed with this secret (HS256).\n"
     "Make one with: livehub token --user 42 --config {name}",
     "client.allowed_origins": 'Browser pages allowed to connect, e.g. "https://example.com" or\n'
-    '"http://localhost:*"; empty: same-origin pages and non-browser clients only.',
+    '"http://localhost:*"; empty: no browser page, only clients that send no Origin.',
     "client.insecure": "true lets anyone connect without a token and use every channel: development only.",
     "http_api": "The server HTTP API (POST /api/publish, /api/history, ...): requests\n"
     "carry the header `X-API-Key: <key>`. Try: livehub publish news '{{\"a\":1}}' --config {name}",
@@ -70,7 +70,7 @@ def _starter_config() -> dict[str, Any]:
         "http_server": {"address": "127.0.0.1", "port": 8000},
         "client": {
             "token": {"hmac_secret_key": secrets.token_urlsafe(32)},
-            "allowed_origins": [],
+            "allowed_origins": ["http://localhost:8000", "http://127.0.0.1:8000"],
             "insecure": False,
         },
         "http_api": {"key": secrets.token_urlsafe(24)},

@@ -204,6 +204,11 @@ def banner(settings: Settings, host: str, port: int, workers: int) -> None:
         warnings.append("admin.insecure is on: the admin page needs no password")
     if settings.demos.enabled:
         warnings.append("the demos are on: their token route lets anyone connect as any user")
+        if not settings.client.allowed_origins:
+            warnings.append(
+                "client.allowed_origins is empty: no browser page, the demos' included, may connect; "
+                'set it (e.g. ["http://localhost:*"])'
+            )
     if not settings.client.token.has_key and not (
         settings.client.insecure or settings.client.allow_anonymous_connect_without_token
     ):

@@ -16,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, cast
-from urllib.parse import urlsplit
 
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
+from livehub import metrics
 from livehub.models import Credentials
 from livehub.node import Node
 from livehub.protocol.codes import CLOSE_MESSAGE_TOO_BIG, Disconnect, Error, disconnect_inappropriate_protocol
@@ -162,14 +164,34 @@ class ASGITransport:
         raise ConnectionResetError("connection closed")
 
 
-def origin_allowed(headers: dict[str, str], patterns: list[str]) -> bool:
-    """Browsers send Origin; with no patterns only same-host pages (and non-browsers) may connect."""
+def origin_allowed(headers: Mapping[str, str], patterns: list[str]) -> bool:
+    """Browsers send Origin: it must match one of ``patterns`` (globs). With no patterns no
+    browser page may connect, not even one served by this host (Centrifugo's rule: a
+    same-host check trusts the Host header, which DNS rebinding controls). Clients that
+    send no Origin (SDKs outside browsers) are not concerned."""
     origin = headers.get("origin")
     if not origin:
         return True
-    if patterns:
-        return any(fnmatch.fnmatchcase(origin.lower(), p.lower()) for p in patterns)
-    return urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
+    return any(fnmatch.fnmatchcase(origin.lower(), p.lower()) for p in patterns)
+
+
+def admission(node: Node, headers: Mapping[str, str], ip: str) -> tuple[int, str] | None:
+    """Check a new connection at its upgrade, before any app code: its origin, then the
+    node's connection limits (counting it in when admitted: the caller must
+    ``node.gate.release(ip)`` when it ends). A refusal is the HTTP status and reason to
+    answer with: 403 for the origin, 503 for a limit (Centrifugo's answers)."""
+    if not origin_allowed(headers, node.settings.client.allowed_origins):
+        log.info("rejected connection from origin %r", headers.get("origin"))
+        metrics.limit_refusal("origin")
+        return 403, "origin not allowed"
+    gate = node.gate
+    if gate.enabled:
+        refused = gate.admit(ip, time.monotonic())
+        if refused is not None:
+            log.info("refused connection from %s: %s reached", ip, refused)
+            metrics.limit_refusal(refused)
+            return 503, f"{refused} reached"
+    return None
 
 
 async def run_session(
@@ -212,21 +234,31 @@ Handler = Callable[[WebSocket], Awaitable[None]]
 
 def websocket_handler(node: Node) -> Handler:
     """The client endpoint as a FastAPI WebSocket route; ``node.connect_hook`` (the app's
-    ``on_connect``) says who the connection is, from its handshake, before it is accepted."""
-    patterns = node.settings.client.allowed_origins
+    ``on_connect``) says who the connection is, from its handshake, before it is accepted.
+    The origin and the connection limits are checked first (:func:`admission`)."""
 
     async def handle(websocket: WebSocket) -> None:
-        if not origin_allowed(dict(websocket.headers), patterns):
-            log.info("rejected connection from origin %r", websocket.headers.get("origin"))
-            await websocket.close(code=1008)  # before accept: the handshake gets HTTP 403
+        ip = websocket.client.host if websocket.client is not None else ""
+        refused = admission(node, websocket.headers, ip)
+        if refused is not None:
+            status, reason = refused
+            # before accept: the HTTP answer where the server has the denial-response
+            # extension; else a close before accept, which servers answer with 403
+            if "websocket.http.response" in websocket.scope.get("extensions", {}):
+                await websocket.send_denial_response(PlainTextResponse(reason + "\n", status_code=status))
+            else:
+                await websocket.close(code=1008)
             return
-        scope = cast(dict[str, Any], websocket.scope)
-        hook = node.connect_hook
-        credentials = await hook(scope) if hook is not None else None
-        offered = websocket.scope.get("subprotocols") or []
-        query = websocket.scope.get("query_string", b"").decode("latin-1")
-        encoding, subprotocol = negotiate(offered, query)
-        await websocket.accept(subprotocol=subprotocol)
-        await run_session(node, websocket.receive, websocket.send, credentials, scope, encoding)
+        try:
+            scope = cast(dict[str, Any], websocket.scope)
+            hook = node.connect_hook
+            credentials = await hook(scope) if hook is not None else None
+            offered = websocket.scope.get("subprotocols") or []
+            query = websocket.scope.get("query_string", b"").decode("latin-1")
+            encoding, subprotocol = negotiate(offered, query)
+            await websocket.accept(subprotocol=subprotocol)
+            await run_session(node, websocket.receive, websocket.send, credentials, scope, encoding)
+        finally:
+            node.gate.release(ip)
 
     return handle

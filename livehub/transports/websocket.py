@@ -60,7 +60,7 @@ from livehub.protocol.websocket import (
     reject_response,
 )
 from livehub.session import Session
-from livehub.transports.asgi import origin_allowed
+from livehub.transports.asgi import admission
 
 log = logging.getLogger("livehub.connection")
 
@@ -70,6 +70,8 @@ CLOSE_TIMEOUT = 2.0
 SHUTDOWN_GRACE = 5.0
 #: Frames received while commands are still being handled, before reading pauses.
 INBOX_LIMIT = 64
+#: Closed with this code (too many requests: a flood), a client is not read any more.
+CLOSE_FLOODING = 3013
 #: The longest request head looked at; a longer one is left to uvicorn (which refuses it).
 MAX_HEAD = 16384
 
@@ -77,7 +79,8 @@ MAX_HEAD = 16384
 _HOOK = 1  # the app's connect hook is deciding: nothing is read before the answer
 _INBOX = 2  # INBOX_LIMIT frames wait to be handled
 _WRITE = 4  # the peer sent while it takes nothing we write: reading it would only pile up replies
-_READING = _HOOK | _INBOX | _WRITE
+_FLOODED = 16  # closed for flooding (3013): never read again
+_READING = _HOOK | _INBOX | _WRITE | _FLOODED
 # Not a reason to pause reading by itself (a subscriber whose buffer fills up sends nothing, and
 # pausing it would cost two system calls per fill), but what makes the next read pause it.
 _BLOCKED = 8  # the transport's buffer is over its high-water mark
@@ -140,7 +143,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "_node", "_args", "_head", "_transport", "_connections", "_state", "_paused", "_parser",
-        "_session", "_inbox", "_task", "_drained", "_timer", "_pong",
+        "_session", "_inbox", "_task", "_drained", "_timer", "_pong", "_admitted",
     )  # fmt: skip
 
     def __init__(self, node: Node, config: Any, server_state: Any, app_state: Any, _loop: Any = None) -> None:
@@ -162,6 +165,8 @@ class ClientConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         #: A pong owed while the peer does not take writes (the latest ping's payload).
         self._pong: bytes | None = None
+        #: The client address the node's gate counted this connection under, until it ends.
+        self._admitted: str | None = None
 
     # -- asyncio.Protocol
 
@@ -207,6 +212,9 @@ class ClientConnection(asyncio.Protocol):
         previous, self._state = self._state, _CLOSED
         self._connections.discard(self)
         self._cancel_timer()
+        if self._admitted is not None:
+            self._node.gate.release(self._admitted)
+            self._admitted = None
         if previous is _HANDSHAKE:
             if self._task is not None:  # the connect hook's answer is no longer needed
                 self._task.cancel()
@@ -297,12 +305,16 @@ class ClientConnection(asyncio.Protocol):
         self._head = head[end + 4 :]  # frames sent right behind the request
         try:
             key = check_upgrade(request)
-            if not origin_allowed(request.headers, node.settings.client.allowed_origins):
-                log.info("rejected connection from origin %r", request.headers.get("origin"))
-                raise HandshakeError(403, "origin not allowed")
         except HandshakeError as exc:
             self._refuse(exc)
             return
+        peer = self._transport.get_extra_info("peername")
+        ip = str(peer[0]) if isinstance(peer, tuple) else ""
+        refused = admission(node, request.headers, ip)  # before any app code
+        if refused is not None:
+            self._refuse(HandshakeError(*refused))
+            return
+        self._admitted = ip
         offered = offered_subprotocols(request)
         encoding, subprotocol = negotiate(offered, request.target.partition("?")[2])
         if hook is None:
@@ -491,6 +503,12 @@ class ClientConnection(asyncio.Protocol):
             return
         self._state = _CLOSING
         self._transport.write(encode_close(code, reason))
+        if code == CLOSE_FLOODING:
+            # a flooder is not read any more: what it keeps sending would be read and unmasked
+            # for nothing. Its socket stays open until CLOSE_TIMEOUT, so it cannot reconnect
+            # (and flood again) sooner unless it drops the connection itself.
+            self._parser = None
+            self._pause(_FLOODED)
         self._set_timer(CLOSE_TIMEOUT, self._transport.abort)
 
     def write_buffer_size(self) -> int:
