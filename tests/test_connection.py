@@ -33,7 +33,7 @@ from livehub.protocol.websocket import OP_CONTINUATION, OP_PING, OP_TEXT, _apply
 from livehub.serving import draining_server
 from livehub.settings import Settings
 from livehub.transports.websocket import ClientConnection
-from tests.servers import serve
+from tests.servers import self_signed, serve
 
 CONFIG = """
 [client]
@@ -300,7 +300,7 @@ async def test_over_tls_the_hook_sees_wss_and_frames_sent_behind_the_request_wai
     """``livehub run --ssl-certfile``: the scope says ``wss``; a client that sends its
     ``connect`` right behind the upgrade request (before the 101) is answered once the
     hook has decided, not before."""
-    key, cert = self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     app, hub = hub_app(client={"insecure": False})
     decided = asyncio.Event()
 
@@ -322,40 +322,6 @@ async def test_over_tls_the_hook_sees_wss_and_frames_sent_behind_the_request_wai
         assert opcode == OP_TEXT and payload.startswith(b'{"id":1,"connect":')
         assert [s.user for s in hub.node.sessions.values()] == ["wss-user"]
         writer.close()
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A key and a self-signed certificate for ``localhost`` (files in ``directory``)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
 
 
 async def test_a_connect_hook_that_does_not_answer_in_time_is_refused_503() -> None:

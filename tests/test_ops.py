@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import ssl
@@ -20,15 +18,11 @@ import jwt
 import pytest
 import websockets
 from centrifuge import Client, ClientEventHandler, PublicationContext, SubscriptionEventHandler
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 import livehub
 from livehub.settings import load_settings
-from tests.servers import free_port, running
+from tests.servers import free_port, running, self_signed
 
 SECRET = "ops-test-secret-long-enough-for-hs256"
 API_KEY = "ops-api-key"
@@ -209,36 +203,6 @@ async def test_json_logs_and_the_banner(tmp_path: Path) -> None:
         for line, m in zip(lines, messages, strict=True)
     )
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
 
 
 async def test_the_sdk_connects_over_wss_with_a_self_signed_certificate(tmp_path: Path) -> None:

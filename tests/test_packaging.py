@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
-from tests.servers import ROOT, free_port, provision, wait_port
+from tests.servers import ROOT, free_port, provision, running
 
 BUNDLE = "livehub/demos/static/vendor/centrifuge.js"
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEHUB_", "CENTRIFUGO_", "VIRTUAL_ENV"))}
@@ -93,21 +93,9 @@ def demo_url(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     config = tmp / "demo.toml"
     config.write_bytes((ROOT / "examples" / "demo.toml").read_bytes())
     port = free_port()
-    proc = subprocess.Popen(
-        [installed, "serve", "--demos", "--config", config, "--port", str(port), "--log-level", "warn"],
-        cwd=tmp,
-        env=ENV,
-    )
-    try:
-        wait_port(port, proc, timeout=30)
+    cmd = [installed, "serve", "--demos", "--config", config, "--port", str(port), "--log-level", "warn"]
+    with running(cmd, port, cwd=tmp, timeout=30, env=ENV):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_the_wheel_in_a_fresh_venv_serves_the_chat_demo(

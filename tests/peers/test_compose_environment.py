@@ -33,7 +33,7 @@ from tests.peers.conftest import (
     tail,
 )
 from tests.peers.test_centrifuge_python import EXPECTED_TESTS
-from tests.servers import ROOT
+from tests.servers import ROOT, stop
 
 SDIST = CACHE / "centrifuge-python-0.7.0"
 PYTHON = CACHE / "centrifuge-python-venv" / "bin" / "python"
@@ -69,12 +69,7 @@ def compose_server(provisioned: None, tmp_path_factory: pytest.TempPathFactory) 
             time.sleep(0.1)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def test_sdk_suite_against_the_compose_environment_only(compose_server: Server) -> None:
