@@ -18,10 +18,10 @@ import time
 
 from livehub.engines.base import HistoryOptions
 from livehub.models import Publication, StreamPosition
-from livehub.node import Node
+from livehub.core.node import Node
 from livehub.protocol.commands import parse_command
 from livehub.protocol.encoding import JSON, PROTOBUF, Encoding
-from livehub.session import Session
+from livehub.core.session import Session
 from livehub.settings import Settings
 
 #: Publications fanned out back to back per timed batch (then the flush runs, untimed).

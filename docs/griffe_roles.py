@@ -1,4 +1,4 @@
-"""A griffe extension: Sphinx roles in livehub's docstrings (:class:`~livehub.node.Node`,
+"""A griffe extension: Sphinx roles in livehub's docstrings (:class:`~livehub.core.node.Node`,
 :func:`load_settings`, :meth:`api_router`, :data:`REGISTRY`) as Markdown code spans (``Node``),
 so the API reference reads as the source does instead of showing the role's markup."""
 

@@ -1,7 +1,7 @@
 """livehub: real-time messaging for Python on FastAPI WebSockets, Centrifugo-compatible.
 
 The public API is what this module exports; ``Hub`` callbacks are given a ``Client``.
-The internals (``livehub.node.Node``, ``livehub.session.Session``) stay importable from
+The internals (``livehub.core.node.Node``, ``livehub.core.session.Session``) stay importable from
 their modules, for tests and tools, but are not part of it.
 
 The names are loaded on first use, so importing a part of livehub (``livehub.protocol``,
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "ChannelConflict": "livehub.channels",
+    "ChannelConflict": "livehub.core.channels",
     "Client": "livehub.client",
     "ClientInfo": "livehub.models",
     "ConnectResult": "livehub.hub",
@@ -32,8 +32,8 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from livehub.channels import ChannelConflict
     from livehub.client import Client
+    from livehub.core.channels import ChannelConflict
     from livehub.hub import ConnectResult, Hub, HubStats, NodeStats
     from livehub.models import ClientInfo, Publication, StreamPosition
     from livehub.protocol.codes import Disconnect, Error

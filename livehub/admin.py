@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from livehub.node import Node
+from livehub.core.node import Node
 from livehub.settings import AdminSettings
 
 TOKEN_TTL = 24 * 3600

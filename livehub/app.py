@@ -16,9 +16,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from livehub import __version__, metrics
 from livehub.api import api_router
+from livehub.core.node import Node
 from livehub.engines.base import HistoryOptions
 from livehub.hub import Hub
-from livehub.node import Node
 from livehub.settings import Settings
 
 #: How long the readiness check waits for the engine.

@@ -24,7 +24,7 @@ from livehub.dependencies import complete_scope
 from livehub.protocol.codes import Disconnect
 
 if TYPE_CHECKING:
-    from livehub.session import Session
+    from livehub.core.session import Session
 
 
 def to_json(value: Any) -> bytes:

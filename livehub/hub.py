@@ -1,11 +1,11 @@
 """livehub inside a FastAPI app: ``hub = Hub(settings); app.include_router(hub.router)``.
 
-The hub is a thin layer over the :class:`~livehub.node.Node`: it turns FastAPI-style
+The hub is a thin layer over the :class:`~livehub.core.node.Node`: it turns FastAPI-style
 callbacks into the node's hooks. Channel patterns read like FastAPI paths
 (``"chat:{room}"``) and their parameters arrive as keyword arguments; Pydantic models
 declared for a channel validate what is published to it, from clients and from the server
 alike. ``hub.channel(pattern, **options)`` also states the namespace's options
-(``livehub.channels.ChannelRules.declare`` says how they merge with the config).
+(``livehub.core.channels.ChannelRules.declare`` says how they merge with the config).
 
 Every callback takes FastAPI dependencies (``Depends``, ``Header``, ``Cookie``, ``Query``,
 yield-dependencies), resolved from the connection's opening handshake with the app's
@@ -30,14 +30,20 @@ from pydantic import BaseModel, ValidationError
 
 from livehub.api import api_router
 from livehub.asyncapi import asyncapi_document
-from livehub.channels import ChannelConflict, ChannelOptions, ChannelPattern, Declaration, validate_options
 from livehub.client import Client, to_json
-from livehub.control import DisconnectUser, SubscribeUser, Target, UnsubscribeUser
+from livehub.core.channels import (
+    ChannelConflict,
+    ChannelOptions,
+    ChannelPattern,
+    Declaration,
+    validate_options,
+)
+from livehub.core.control import DisconnectUser, SubscribeUser, Target, UnsubscribeUser
+from livehub.core.node import Node
+from livehub.core.session import Session
 from livehub.dependencies import Callback
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
-from livehub.node import Node
 from livehub.protocol.codes import Disconnect, Error, error_internal
-from livehub.session import Session
 from livehub.settings import NamespaceOptions, Settings
 from livehub.transports.asgi import websocket_handler
 

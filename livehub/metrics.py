@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from livehub import __version__
 
 if TYPE_CHECKING:
-    from livehub.node import Node
+    from livehub.core.node import Node
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)

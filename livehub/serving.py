@@ -11,7 +11,7 @@ serves other process managers too::
 
 Workers are separate nodes: they share nothing but the engine, so N > 1 needs a shared
 one (``redis://``, ``nats://``), through which they deliver each other's publications
-and commands (``livehub.cluster``). Several ``livehub serve`` processes on different
+and commands (``livehub.core.cluster``). Several ``livehub serve`` processes on different
 ports or machines sharing one Redis are the same kind of cluster.
 
 The parent restarts a worker that dies, and on SIGINT/SIGTERM stops every worker
@@ -36,8 +36,8 @@ from typing import Any, cast
 import uvicorn
 from fastapi import FastAPI
 
+from livehub.core.node import Node
 from livehub.logs import LEVELS, configure_logging
-from livehub.node import Node
 from livehub.settings import load_settings
 from livehub.transports.websocket import client_protocol, config_node
 

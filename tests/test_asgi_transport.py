@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 import websockets
 
-from livehub.outbox import Flusher, Outbox
+from livehub.core.outbox import Flusher, Outbox
 from livehub.transports.asgi import ASGITransport
 from tests.test_connection import client_frame, hub_app, raw_connect, running, server_frames
 

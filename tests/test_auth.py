@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from livehub.app import create_app
-from livehub.auth import InvalidToken, TokenExpired, TokenVerifier
+from livehub.core.auth import InvalidToken, TokenExpired, TokenVerifier
 from livehub.settings import Settings
 from livehub.testing import HubTestClient, ProtocolError
 

@@ -18,9 +18,7 @@ import pytest
 from tests.servers import ROOT, free_port, running, wait_port
 
 LOADGEN = ROOT / "bench" / "loadgen.py"
-CLIENTS = ["sansio"] + (
-    ["picows"] if subprocess.run([sys.executable, "-c", "import picows"]).returncode == 0 else []
-)
+CLIENTS = ["sansio"] + (["picows"] if importlib.util.find_spec("picows") is not None else [])
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""Commands for connections travel between nodes unchanged (``livehub.control``)."""
+"""Commands for connections travel between nodes unchanged (``livehub.core.control``)."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from livehub.control import (
+from livehub.core.control import (
     ControlCommand,
     DisconnectUser,
     RefreshUser,

@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 
 from livehub.app import create_app
-from livehub.node import Node
+from livehub.core.node import Node
 from livehub.protocol.codes import Error
 from livehub.settings import Settings
 from livehub.testing import HubTestClient, TestConnection

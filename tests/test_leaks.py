@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from livehub.app import create_app
-from livehub.session import Session
+from livehub.core.session import Session
 from livehub.settings import Settings
 from livehub.testing import ConnectionClosed, HubTestClient
 from tests.servers import serve

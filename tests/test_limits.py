@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from livehub.limits import Bucket, CommandLimits, ConnectionGate, TokenBucket
+from livehub.core.limits import Bucket, CommandLimits, ConnectionGate, TokenBucket
 from livehub.settings import Settings, config_problems
 
 

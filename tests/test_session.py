@@ -18,14 +18,14 @@ import jwt
 import orjson
 import pytest
 
-from livehub.clock import ManualClock
+from livehub.core.clock import ManualClock
+from livehub.core.node import Node
+from livehub.core.outbox import Flusher, Outbox
+from livehub.core.session import Session, SessionState
 from livehub.engines.base import HistoryOptions
 from livehub.engines.memory import MemoryBroker, MemoryPresenceManager
 from livehub.models import Publication, StreamPosition
-from livehub.node import Node
-from livehub.outbox import Flusher, Outbox
 from livehub.protocol.fossil import apply_delta
-from livehub.session import Session, SessionState
 from livehub.settings import Settings
 
 SECRET = "a-test-secret-that-is-at-least-32-bytes-long"

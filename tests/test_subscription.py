@@ -1,4 +1,4 @@
-"""The subscription's position logic (livehub.subscription), without a node or a socket.
+"""The subscription's position logic (livehub.core.subscription), without a node or a socket.
 
 A fake session records what fan-out queues and when the position is lost; publications
 carry their own offset, epoch and arrival index in ``data``, so what the client would
@@ -14,8 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from livehub.models import Publication, StreamPosition
-from livehub.subscription import (
+from livehub.core.subscription import (
     Drift,
     Subscription,
     SubscriptionState,
@@ -24,6 +23,7 @@ from livehub.subscription import (
     fan_out,
     release,
 )
+from livehub.models import Publication, StreamPosition
 
 E0, E1 = "epoch-0", "epoch-1"
 LIVE, SUBSCRIBING, LOST = SubscriptionState.LIVE, SubscriptionState.SUBSCRIBING, SubscriptionState.LOST

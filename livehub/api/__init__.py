@@ -17,7 +17,7 @@ What the backend calls to publish, manage connections and read state; the ``cent
   an unknown namespace 102, history or presence switched off 108.
 
 The request models are Pydantic, so each method appears in the app's OpenAPI schema. The
-handlers only translate: the work is done by :class:`~livehub.node.Node` methods, which
+handlers only translate: the work is done by :class:`~livehub.core.node.Node` methods, which
 the app can call directly too.
 
 In a cluster (several nodes on a Redis or NATS engine) any node answers for all:

@@ -1,6 +1,6 @@
 """The server API's methods: a request model in, a result dict out (``Error`` raised for a refusal).
 
-The handlers only translate: the work is done by :class:`~livehub.node.Node` methods,
+The handlers only translate: the work is done by :class:`~livehub.core.node.Node` methods,
 which the app can call directly too. ``OPERATIONS`` names them as a ``batch`` names its
 commands.
 """
@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from livehub import control
 from livehub.api.models import (
     BatchCommand,
     BatchRequest,
@@ -37,9 +36,10 @@ from livehub.api.models import (
     UnsubscribeRequest,
     UserRequest,
 )
+from livehub.core import control
+from livehub.core.node import Node
 from livehub.engines.base import EngineUnavailable
 from livehub.models import Publication, StreamPosition
-from livehub.node import Node
 from livehub.protocol.codec import info_dict
 from livehub.protocol.codes import Disconnect, Error, error_bad_request
 

@@ -62,7 +62,7 @@ from livehub.api.operations import (
     subscribe,
     unsubscribe,
 )
-from livehub.node import Node
+from livehub.core.node import Node
 from livehub.protocol.codes import Error
 from livehub.settings import HttpApiSettings
 

@@ -1,4 +1,4 @@
-"""``livehub bench``: drive the load generator (``livehub.loadgen``) against a livehub on this
+"""``livehub bench``: drive the load generator (``livehub.cli.loadgen``) against a livehub on this
 machine, with a progress bar, and print what it measured."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from livehub.cli.common import (
     read_settings,
     server_urls,
 )
+from livehub.cli.loadgen import Bench, BenchError, BenchOptions, BenchResult
 from livehub.cli.tokens import mint_token, signing_keys
-from livehub.loadgen import Bench, BenchError, BenchOptions, BenchResult
 
 commands = typer.Typer()
 

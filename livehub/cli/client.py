@@ -31,7 +31,7 @@ from livehub.cli.common import (
     server_urls,
 )
 from livehub.cli.tokens import mint_token, signing_keys, token_user
-from livehub.wsclient import ClientRefused, decode_frame, open_client
+from livehub.cli.wsclient import ClientRefused, decode_frame, open_client
 
 commands = typer.Typer()
 

@@ -3,7 +3,7 @@
 A connection picks its encoding once, at the WebSocket handshake (:func:`negotiate`):
 JSON in text frames, or Protobuf (subprotocol ``centrifuge-protobuf``) in binary frames.
 Everything that writes to a connection encodes with its :class:`Encoding`; fan-out
-encodes a publication once per encoding it meets (``livehub.subscription.fan_out``).
+encodes a publication once per encoding it meets (``livehub.core.subscription.fan_out``).
 """
 
 from __future__ import annotations

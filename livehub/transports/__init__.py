@@ -1,4 +1,4 @@
-"""The ways a client's WebSocket reaches its Session; each is a Transport of ``livehub.outbox``.
+"""The ways a client's WebSocket reaches its Session; each is a Transport of ``livehub.core.outbox``.
 
 ``websocket``: straight from the socket, an asyncio Protocol given to uvicorn as its HTTP
 protocol (``livehub serve``, ``livehub run``, ``uvicorn --http``, the gunicorn worker): no

@@ -25,11 +25,11 @@ from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
 from livehub import metrics
+from livehub.core.node import Node
+from livehub.core.session import Session
 from livehub.models import Credentials
-from livehub.node import Node
 from livehub.protocol.codes import CLOSE_MESSAGE_TOO_BIG, Disconnect, Error, disconnect_inappropriate_protocol
 from livehub.protocol.encoding import JSON, Encoding, negotiate
-from livehub.session import Session
 
 log = logging.getLogger("livehub.transport")
 

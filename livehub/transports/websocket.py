@@ -36,8 +36,9 @@ from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import unquote
 
+from livehub.core.node import ConnectHook, Node
+from livehub.core.session import Session
 from livehub.models import Credentials
-from livehub.node import ConnectHook, Node
 from livehub.protocol.codes import Disconnect, Error, disconnect_inappropriate_protocol, disconnect_shutdown
 from livehub.protocol.encoding import Encoding, negotiate
 from livehub.protocol.websocket import (
@@ -59,7 +60,6 @@ from livehub.protocol.websocket import (
     parse_request,
     reject_response,
 )
-from livehub.session import Session
 from livehub.transports.asgi import admission
 
 log = logging.getLogger("livehub.connection")

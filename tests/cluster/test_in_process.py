@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from livehub import Hub, Settings
 from livehub.api import api_router
-from livehub.control import RefreshUser, Target
+from livehub.core.control import RefreshUser, Target
 from livehub.testing import HubTestClient, ProtocolError
 from tests.engines.contract import delete_redis_keys, require_service
 

@@ -3,7 +3,7 @@
 Nodes sharing an engine (Redis, NATS) see each other's publications through the broker.
 What else must reach every node travels as a *control message*
 (``Broker.publish_control``): server API and ``Hub`` commands aimed at a user's
-connections, which may be on any node (``livehub.control``), and each node's announcement
+connections, which may be on any node (``livehub.core.control``), and each node's announcement
 of itself. A control message is a JSON object ``{"n": <sender node uid>, "t": <type>, ...}``;
 nodes ignore their own (they act locally before sending) and types they do not know::
 
@@ -47,18 +47,18 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from livehub.control import InstantControlCommand, command_from_wire
+from livehub.core.control import InstantControlCommand, command_from_wire
+from livehub.core.subscription import Drift, Subscription, SubscriptionState
 from livehub.engines.base import EngineUnavailable, PresenceEntry
 from livehub.engines.memory import MemoryBroker, MemoryPresenceManager
 from livehub.models import StreamPosition
 from livehub.protocol.codes import Error
-from livehub.subscription import Drift, Subscription, SubscriptionState
 
 if TYPE_CHECKING:
-    from livehub.node import Node
-    from livehub.session import Session
+    from livehub.core.node import Node
+    from livehub.core.session import Session
 
-log = logging.getLogger("livehub.cluster")
+log = logging.getLogger("livehub.core.cluster")
 
 NODE_INFO_INTERVAL = 3.0
 NODE_INFO_MAX_DELAY = 2 * NODE_INFO_INTERVAL + 1.0

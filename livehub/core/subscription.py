@@ -36,7 +36,7 @@ from livehub.protocol import fossil, protobuf
 from livehub.protocol.codec import encode_publication
 
 if TYPE_CHECKING:
-    from livehub.clock import Timer
+    from livehub.core.clock import Timer
 
 
 class Queue(Protocol):
@@ -44,7 +44,7 @@ class Queue(Protocol):
 
 
 class Subscriber(Protocol):
-    """What fan-out needs of a connection (``livehub.session.Session``)."""
+    """What fan-out needs of a connection (``livehub.core.session.Session``)."""
 
     @property
     def outbox(self) -> Queue: ...

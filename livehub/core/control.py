@@ -7,7 +7,7 @@ command is a plain value saying what to do (``SubscribeUser``, ``UnsubscribeUser
 * takes effect on this node's connections: ``apply(node)``, which returns how many
   connections it targeted here;
 * travels to the other nodes on the control channel: ``to_wire()`` gives the fields of
-  the control message (``livehub.cluster`` lists them), ``command_from_wire`` reads one
+  the control message (``livehub.core.cluster`` lists them), ``command_from_wire`` reads one
   back and the receiving node applies it.
 
 ``Node.command`` and ``Node.command_soon`` do both. ``DisconnectUser`` and ``RefreshUser`` take
@@ -27,8 +27,8 @@ from livehub.models import StreamPosition
 from livehub.protocol.codes import Disconnect, disconnect_force_no_reconnect
 
 if TYPE_CHECKING:
-    from livehub.node import Node
-    from livehub.session import Session
+    from livehub.core.node import Node
+    from livehub.core.session import Session
 
 #: The namespace options a server-side subscribe may override (``SubscribeUser.overrides``).
 OVERRIDES = ("force_push_join_leave", "force_recovery", "force_positioning")

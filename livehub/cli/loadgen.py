@@ -24,7 +24,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from livehub.wsclient import ClientRefused, open_client
+from livehub.cli.wsclient import ClientRefused, open_client
 
 
 class BenchError(Exception):

@@ -21,7 +21,7 @@ import orjson
 
 from livehub.settings import SubscriptionTokenSettings, TokenSettings
 
-log = logging.getLogger("livehub.auth")
+log = logging.getLogger("livehub.core.auth")
 
 
 class TokenExpired(Exception):

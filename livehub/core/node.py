@@ -2,13 +2,13 @@
 
 A publication reaches the node once (from its broker) and is encoded once per form it
 is sent in — plain, or a fossil delta for subscribers that negotiated it — and the same
-string is queued to every local subscriber (``livehub.subscription.fan_out``, which also
+string is queued to every local subscriber (``livehub.core.subscription.fan_out``, which also
 decides, from each one's stream position, whether it gets it). Fan-out never awaits a
 subscriber.
 
 Several nodes on one shared engine (processes, machines) behave as one hub: a command
-for a user's connections (``livehub.control``, given with ``command``) acts on those of
-this node and, through the broker's control channel, of every other (``livehub.cluster``);
+for a user's connections (``livehub.core.control``, given with ``command``) acts on those of
+this node and, through the broker's control channel, of every other (``livehub.core.cluster``);
 ``info`` lists every live node.
 """
 
@@ -25,15 +25,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from livehub import __version__
-from livehub.auth import TokenVerifier
-from livehub.channels import ChannelRules, glob
-from livehub.cluster import Cluster
-from livehub.control import ControlCommand, InstantControlCommand
+from livehub.core.auth import TokenVerifier
+from livehub.core.channels import ChannelRules, glob
+from livehub.core.cluster import Cluster
+from livehub.core.control import ControlCommand, InstantControlCommand
+from livehub.core.limits import CommandLimits, ConnectionGate
+from livehub.core.outbox import Flusher
+from livehub.core.subscription import Subscription, fan_out
 from livehub.engines import engine_from_url
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
-from livehub.limits import CommandLimits, ConnectionGate
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
-from livehub.outbox import Flusher
 from livehub.protocol import protobuf
 from livehub.protocol.codec import encode_push, info_dict
 from livehub.protocol.codes import (
@@ -45,12 +46,11 @@ from livehub.protocol.codes import (
     error_unrecoverable_position,
 )
 from livehub.settings import NamespaceOptions, Settings
-from livehub.subscription import Subscription, fan_out
 
 if TYPE_CHECKING:
-    from livehub.session import Session
+    from livehub.core.session import Session
 
-log = logging.getLogger("livehub.node")
+log = logging.getLogger("livehub.core.node")
 
 #: ``handler(session, data) -> result data`` for one RPC method; data is raw JSON bytes.
 RPCHandler = Callable[["Session", bytes | None], Awaitable[Any]]
@@ -355,7 +355,7 @@ class Node:
 
     def channels_matching(self, pattern: str = "") -> dict[str, int]:
         """Channels with subscribers on this node and how many, filtered by a glob pattern
-        (Centrifugo's syntax: ``livehub.channels.glob``)."""
+        (Centrifugo's syntax: ``livehub.core.channels.glob``)."""
         channels = self.channels()
         if not pattern:
             return channels

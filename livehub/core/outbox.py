@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from livehub.protocol.codec import join_frame
 from livehub.protocol.codes import Disconnect, disconnect_slow, disconnect_write_error
 
-log = logging.getLogger("livehub.outbox")
+log = logging.getLogger("livehub.core.outbox")
 
 
 class Transport(Protocol):

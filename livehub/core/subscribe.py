@@ -7,7 +7,7 @@ the client was, so the SDK advances through them itself. Otherwise the client is
 (``recovered`` absent, offset at the top) or, if it asked with flag bit 2, refused
 with 112. The session is registered in the channel *before* the history is read, and
 publications arriving meanwhile are held by the subscription (SUBSCRIBING,
-``livehub.subscription``): nothing is lost between the two, and duplicates are dropped by
+``livehub.core.subscription``): nothing is lost between the two, and duplicates are dropped by
 offset when the held ones are released.
 """
 
@@ -25,8 +25,8 @@ from livehub.protocol.codec import publication_dict
 from livehub.settings import NamespaceOptions
 
 if TYPE_CHECKING:
-    from livehub.node import Node
-    from livehub.subscription import Subscription
+    from livehub.core.node import Node
+    from livehub.core.subscription import Subscription
 
 
 @dataclass(slots=True)

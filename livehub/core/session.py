@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from livehub import metrics
-from livehub.auth import InvalidToken, SubscribeToken, TokenExpired
-from livehub.clock import Clock, LoopClock, Timer
+from livehub.core.auth import InvalidToken, SubscribeToken, TokenExpired
+from livehub.core.clock import Clock, LoopClock, Timer
+from livehub.core.node import Node
+from livehub.core.outbox import Outbox, Transport
+from livehub.core.subscribe import SubscribeOptions, subscribe
+from livehub.core.subscription import Subscription, release
 from livehub.engines.base import EngineUnavailable, HistoryOptions
 from livehub.models import ClientInfo, Credentials, StreamPosition
-from livehub.node import Node
-from livehub.outbox import Outbox, Transport
 from livehub.protocol import codes
 from livehub.protocol.codec import info_dict
 from livehub.protocol.codec import publication_dict as pub_dict
@@ -47,13 +49,11 @@ from livehub.protocol.commands import (
 )
 from livehub.protocol.encoding import JSON, Encoding
 from livehub.settings import NamespaceOptions
-from livehub.subscribe import SubscribeOptions, subscribe
-from livehub.subscription import Subscription, release
 
 if TYPE_CHECKING:
     from livehub.client import Client
 
-log = logging.getLogger("livehub.session")
+log = logging.getLogger("livehub.core.session")
 
 #: Commands answered by a ``_cmd_<name>`` method once connected.
 _HANDLED = frozenset(
