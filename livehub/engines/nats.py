@@ -95,6 +95,11 @@ from livehub.engines.base import (
     BrokerEventHandler,
     EngineUnavailable,
     HistoryOptions,
+    MapOptions,
+    MapPublish,
+    MapStatePage,
+    MapUnsupported,
+    MapUpdate,
     PresenceEntry,
     PublishOptions,
 )
@@ -607,6 +612,35 @@ class NatsBroker:
     async def remove_history(self, channel: str) -> None:
         async with self.guard() as (_, js):
             await js.purge_stream(self.config.stream, subject=self._subject("h", channel))
+
+    # -- maps: not kept by this engine (see livehub.engines.base)
+
+    def _no_maps(self) -> MapUnsupported:
+        return MapUnsupported(
+            "the NATS engine keeps no map state: map subscriptions need the memory or Redis engine"
+        )
+
+    async def map_publish(self, channel: str, key: str, opts: MapOptions, pub: MapPublish) -> MapUpdate:
+        raise self._no_maps()
+
+    async def map_remove(self, channel: str, key: str, opts: MapOptions) -> MapUpdate:
+        raise self._no_maps()
+
+    async def map_state(
+        self, channel: str, opts: MapOptions, cursor: str = "", limit: int = 0, key: str = ""
+    ) -> MapStatePage:
+        raise self._no_maps()
+
+    async def map_stream(
+        self, channel: str, opts: MapOptions, since: StreamPosition | None = None, limit: int = 0
+    ) -> tuple[list[Publication], StreamPosition]:
+        raise self._no_maps()
+
+    async def map_stats(self, channel: str, opts: MapOptions) -> int:
+        raise self._no_maps()
+
+    async def map_clear(self, channel: str) -> None:
+        raise self._no_maps()
 
 
 async def _bucket(js: JetStreamContext, name: str, ttl: float, storage: StorageType) -> KeyValue:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from .contract import ENGINES, BrokerContract, Engine, PresenceContract, make_engine
+from .map_contract import MAP_ENGINES, MapContract, check_unsupported
 
 
 @pytest.fixture(params=ENGINES)
@@ -25,3 +26,28 @@ class TestBroker(BrokerContract):
 
 class TestPresenceManager(PresenceContract):
     pass
+
+
+@pytest.fixture(params=MAP_ENGINES)
+async def map_engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    cluster_url = request.getfixturevalue("redis_cluster") if request.param == "redis-cluster" else ""
+    engine = await make_engine(request.param, cluster_url)
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+class TestMapBroker(MapContract):
+    @pytest.fixture
+    def engine(self, map_engine: Engine) -> Engine:
+        return map_engine
+
+
+@pytest.mark.parametrize("name", sorted(set(ENGINES) - set(MAP_ENGINES)))
+async def test_engines_without_maps_refuse_them(name: str) -> None:
+    engine = await make_engine(name)
+    try:
+        await check_unsupported(engine)
+    finally:
+        await engine.close()
