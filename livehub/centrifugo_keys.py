@@ -67,6 +67,12 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
             "subscribe_stream_proxy_enabled subscribe_stream_proxy_name subscription_type"
         ).split()
     ),
+    "channel.namespaces[].map": frozenset(
+        "publish_proxy_enabled publish_proxy_name remove_proxy_enabled remove_proxy_name".split()
+    ),
+    "channel.without_namespace.map": frozenset(
+        "publish_proxy_enabled publish_proxy_name remove_proxy_enabled remove_proxy_name".split()
+    ),
     "client": frozenset(
         (
             "allow_anonymous_connect_without_token allowed_origins channel_limit "

@@ -230,6 +230,58 @@ class ClientSettings(Section):
         return self
 
 
+class MapSettings(Section):
+    """A map namespace's ``map`` options (Centrifugo's names), and livehub's ``max_keys``.
+
+    ``mode``: ``ephemeral`` (keys expire after ``key_ttl``; no stream: a reconnecting
+    client loads the state again), ``recoverable`` (keys expire; a stream of changes lets
+    clients recover), ``persistent`` (keys live until removed; a stream).
+    """
+
+    mode: Literal["", "ephemeral", "recoverable", "persistent"] = ""
+    key_ttl: Duration = 0.0
+    stream_size: Annotated[int, Field(ge=0)] = 0
+    stream_ttl: Duration = 0.0
+    meta_ttl: Duration = 0.0
+    remove_client_on_unsubscribe: bool = False
+    client_key: Literal["", "client_id", "user_id"] = ""
+    allow_publish_for_client: bool = False
+    allow_publish_for_subscriber: bool = False
+    allow_publish_for_anonymous: bool = False
+    allow_remove_for_client: bool = False
+    allow_remove_for_subscriber: bool = False
+    allow_remove_for_anonymous: bool = False
+    default_page_size: Annotated[int, Field(ge=0)] = 0
+    min_page_size: Annotated[int, Field(ge=0)] = 0
+    max_page_size: Annotated[int, Field(ge=0)] = 0
+    live_transition_max_publication_limit: Annotated[int, Field(ge=0)] = 0
+    subscribe_catch_up_timeout: Duration = 0.0
+    #: livehub's own: at most this many keys per channel (a new key beyond it: error 106).
+    max_keys: Annotated[int, Field(ge=1)] = 10_000
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MapSettings:
+        """Centrifugo's rules for the mode and its TTLs."""
+        if self.mode in ("ephemeral", "recoverable") and not self.key_ttl:
+            raise ValueError(f"map.key_ttl is required when map.mode is {self.mode!r}")
+        if self.mode == "persistent" and self.key_ttl:
+            raise ValueError("map.key_ttl must not be set when map.mode is 'persistent' (keys never expire)")
+        if self.mode == "ephemeral" and (self.stream_size or self.stream_ttl or self.meta_ttl):
+            raise ValueError("map.stream_size, stream_ttl and meta_ttl must be 0 for map.mode 'ephemeral'")
+        if self.min_page_size and self.max_page_size and self.min_page_size > self.max_page_size:
+            raise ValueError("map.min_page_size must not exceed map.max_page_size")
+        return self
+
+    def page_size(self, asked: int) -> int:
+        """The page a client gets for asking ``asked`` (0: the default), within the bounds."""
+        size = asked if asked > 0 else (self.default_page_size or 100)
+        return min(max(size, self.min_page_size or 1), self.max_page_size or 1000)
+
+
+#: ``subscription_type`` values livehub serves (Centrifugo's ``shared_poll`` is not one).
+MAP_TYPES = ("map", "map_clients", "map_users")
+
+
 class NamespaceOptions(Section):
     #: Channel names of the namespace (the part after ``ns:``) must match this regular
     #: expression, else error 107 (bad request), as Centrifugo checks it. Empty: no check.
@@ -258,10 +310,37 @@ class NamespaceOptions(Section):
     allow_user_limited_channels: bool = False
     allowed_delta_types: list[str] = []
     delta_publish: bool = False
+    #: ``stream`` (publications with history) or a map type (key -> value state).
+    subscription_type: Literal["", "stream", "map", "map_clients", "map_users"] = ""
+    map: MapSettings = MapSettings()
+    #: When set, each subscriber of a channel ``ch`` here is an entry (key: client id) of the
+    #: map channel prefix + ``ch`` (a ``map_clients`` namespace), removed when it leaves.
+    map_clients_presence_channel_prefix: str = ""
+    #: The same for users (key: user id); entries expire after the map's ``key_ttl``.
+    map_users_presence_channel_prefix: str = ""
+    #: Subscribers may give a tags filter (``tf``): they get only publications it matches.
+    allow_tags_filter: bool = False
+    #: Told to map subscribers (``publish_debounce``, ms): the SDK debounces its publishes.
+    client_publish_debounce_interval: Duration = 0.0
 
     @property
     def history_enabled(self) -> bool:
         return self.history_size > 0 and self.history_ttl > 0
+
+    @property
+    def is_map(self) -> bool:
+        return self.subscription_type in MAP_TYPES
+
+    @model_validator(mode="after")
+    def _map_mode(self) -> NamespaceOptions:
+        if self.is_map and not self.map.mode:
+            raise ValueError("map.mode is required when subscription_type is a map type")
+        if self.map.mode == "persistent" and self.subscription_type in ("map_clients", "map_users"):
+            raise ValueError(
+                f"map.mode 'persistent' is not allowed with subscription_type {self.subscription_type!r} "
+                "(presence entries expire)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _regex_compiles(self) -> NamespaceOptions:
