@@ -42,6 +42,7 @@ from livehub.core.control import DisconnectUser, SubscribeUser, Target, Unsubscr
 from livehub.core.node import Node
 from livehub.core.session import Session
 from livehub.dependencies import Callback
+from livehub.engines.base import MapStatePage, MapUpdate
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.protocol.codes import Disconnect, Error, error_internal
 from livehub.settings import NamespaceOptions, Settings
@@ -414,6 +415,39 @@ class Hub:
         self, channel: str, limit: int = -1, since: StreamPosition | None = None, reverse: bool = False
     ) -> tuple[list[Publication], StreamPosition]:
         return await self.node.history(channel, limit, since, reverse)
+
+    # -- map channels (a namespace with ``subscription_type="map"``: ``livehub.core.maps``)
+
+    async def map_publish(
+        self, channel: str, key: str, data: Any, tags: dict[str, str] | None = None, key_mode: str = ""
+    ) -> MapUpdate:
+        """Set ``key`` of a map channel to JSON ``data`` (or a Pydantic model); its subscribers
+        get the change. ``key_mode="if_new"`` / ``"if_exists"`` make it conditional (the
+        result's ``suppressed`` says why nothing changed)."""
+        return await self.node.maps.publish(channel, key, to_json(data), tags=tags, key_mode=key_mode)
+
+    async def map_remove(self, channel: str, key: str) -> MapUpdate:
+        """Remove ``key`` of a map channel (``suppressed="key_not_found"`` if it has none)."""
+        return await self.node.maps.remove(channel, key)
+
+    async def map_state(self, channel: str, cursor: str = "", limit: int = 0, key: str = "") -> MapStatePage:
+        """A page of a map channel's state in key order (``limit`` 0: all; ``cursor``: the page
+        after the one that returned it); each entry is a Publication with its ``key``."""
+        return await self.node.maps.state(channel, cursor, limit, key)
+
+    async def map_stream(
+        self, channel: str, since: StreamPosition | None = None, limit: int = -1
+    ) -> tuple[list[Publication], StreamPosition]:
+        """A map channel's changes after ``since`` (Error 112 if the stream lost some), and its position."""
+        return await self.node.maps.stream(channel, since, limit)
+
+    async def map_stats(self, channel: str) -> int:
+        """How many keys a map channel holds."""
+        return await self.node.maps.stats(channel)
+
+    async def map_clear(self, channel: str) -> None:
+        """Forget a map channel: state, stream and epoch."""
+        await self.node.maps.clear(channel)
 
     def disconnect(self, user: str, code: int = 3503, reason: str = "force disconnect") -> int:
         """Close every connection of a user; returns how many there were on this node."""
