@@ -68,10 +68,22 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
         ).split()
     ),
     "channel.namespaces[].map": frozenset(
-        "publish_proxy_enabled publish_proxy_name remove_proxy_enabled remove_proxy_name".split()
+        (
+            "allow_publish_for_anonymous allow_publish_for_client allow_publish_for_subscriber "
+            "allow_remove_for_anonymous allow_remove_for_client allow_remove_for_subscriber client_key "
+            "default_page_size key_ttl live_transition_max_publication_limit max_page_size meta_ttl "
+            "min_page_size mode publish_proxy_enabled publish_proxy_name remove_client_on_unsubscribe "
+            "remove_proxy_enabled remove_proxy_name stream_size stream_ttl subscribe_catch_up_timeout"
+        ).split()
     ),
     "channel.without_namespace.map": frozenset(
-        "publish_proxy_enabled publish_proxy_name remove_proxy_enabled remove_proxy_name".split()
+        (
+            "allow_publish_for_anonymous allow_publish_for_client allow_publish_for_subscriber "
+            "allow_remove_for_anonymous allow_remove_for_client allow_remove_for_subscriber client_key "
+            "default_page_size key_ttl live_transition_max_publication_limit max_page_size meta_ttl "
+            "min_page_size mode publish_proxy_enabled publish_proxy_name remove_client_on_unsubscribe "
+            "remove_proxy_enabled remove_proxy_name stream_size stream_ttl subscribe_catch_up_timeout"
+        ).split()
     ),
     "client": frozenset(
         (

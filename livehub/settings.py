@@ -238,23 +238,44 @@ class MapSettings(Section):
     clients recover), ``persistent`` (keys live until removed; a stream).
     """
 
+    #: ``ephemeral``, ``recoverable`` or ``persistent`` (required in a map namespace).
     mode: Literal["", "ephemeral", "recoverable", "persistent"] = ""
+    #: A key not written again within this is removed (required by ``ephemeral`` and
+    #: ``recoverable``, refused by ``persistent``).
     key_ttl: Duration = 0.0
+    #: Changes kept for catch-up and recovery (0: 100; none in ``ephemeral`` mode).
     stream_size: Annotated[int, Field(ge=0)] = 0
+    #: How long a change stays in the stream (0: 60s).
     stream_ttl: Duration = 0.0
+    #: How long the map's epoch outlives its last change (0: ten stream TTLs when keys
+    #: expire, forever otherwise); a new epoch makes clients load the state again.
     meta_ttl: Duration = 0.0
+    #: Remove the key named after a client's id when it unsubscribes (cursors and the like).
     remove_client_on_unsubscribe: bool = False
+    #: Clients write the key named after their ``client_id`` or ``user_id``, whatever key they send.
     client_key: Literal["", "client_id", "user_id"] = ""
+    #: Connected clients may set keys (``MapSubscription.publish``).
     allow_publish_for_client: bool = False
+    #: Subscribers of the channel may set keys.
     allow_publish_for_subscriber: bool = False
+    #: The two above also let anonymous clients set keys.
     allow_publish_for_anonymous: bool = False
+    #: Connected clients may remove keys (``MapSubscription.remove``).
     allow_remove_for_client: bool = False
+    #: Subscribers of the channel may remove keys.
     allow_remove_for_subscriber: bool = False
+    #: The two above also let anonymous clients remove keys.
     allow_remove_for_anonymous: bool = False
+    #: Entries per state or stream page when the client asks for none (0: 100).
     default_page_size: Annotated[int, Field(ge=0)] = 0
+    #: The smallest page a client may ask for (0: 1).
     min_page_size: Annotated[int, Field(ge=0)] = 0
+    #: The largest page a client may ask for (0: 1000).
     max_page_size: Annotated[int, Field(ge=0)] = 0
+    #: The most changes a subscriber may catch up on when it goes live; more is error 112
+    #: and the SDK loads the state again (0: ``max_page_size``).
     live_transition_max_publication_limit: Annotated[int, Field(ge=0)] = 0
+    #: A subscriber still loading state and stream pages after this is dropped (0: 5s).
     subscribe_catch_up_timeout: Duration = 0.0
     #: livehub's own: at most this many keys per channel (a new key beyond it: error 106).
     max_keys: Annotated[int, Field(ge=1)] = 10_000
@@ -310,8 +331,10 @@ class NamespaceOptions(Section):
     allow_user_limited_channels: bool = False
     allowed_delta_types: list[str] = []
     delta_publish: bool = False
-    #: ``stream`` (publications with history) or a map type (key -> value state).
+    #: ``stream`` (publications with history, the default), ``map`` (a key -> value state
+    #: clients load and follow), or the presence maps ``map_clients`` / ``map_users``.
     subscription_type: Literal["", "stream", "map", "map_clients", "map_users"] = ""
+    #: The map options of a map namespace.
     map: MapSettings = MapSettings()
     #: When set, each subscriber of a channel ``ch`` here is an entry (key: client id) of the
     #: map channel prefix + ``ch`` (a ``map_clients`` namespace), removed when it leaves.
