@@ -150,15 +150,15 @@ class MapContract:
 
     async def test_expired_keys_are_removed_with_a_removal_change(self, engine: Engine) -> None:
         b, ch = engine.broker, channel_name()
-        opts = MapOptions(key_ttl=1.0, stream_size=10, stream_ttl=300.0, meta_ttl=600.0)
+        opts = MapOptions(key_ttl=2.0, stream_size=10, stream_ttl=300.0, meta_ttl=600.0)
         await b.subscribe(ch)
         await b.map_publish(ch, "short", opts, value(1))
         await b.map_publish(ch, "kept", opts, value(2))
-        await engine.advance(0.5)
+        await engine.advance(1.0)
         await b.map_publish(
             ch, "kept", opts, MapPublish(b"3", key_mode="if_new", refresh_ttl_on_suppress=True)
         )
-        await engine.advance(0.7)
+        await engine.advance(1.3)  # "short" expired 0.3 s ago; "kept" expires 0.7 s from now
         assert [p.key for p in (await b.map_state(ch, opts)).entries] == ["kept"]  # reads hide it at once
         await engine.handler.wait_for(lambda: any(p.removed for p in engine.handler.pubs(ch)))
         removal = [p for p in engine.handler.pubs(ch) if p.removed]

@@ -28,26 +28,16 @@ class TestPresenceManager(PresenceContract):
     pass
 
 
-@pytest.fixture(params=MAP_ENGINES)
-async def map_engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
-    cluster_url = request.getfixturevalue("redis_cluster") if request.param == "redis-cluster" else ""
-    engine = await make_engine(request.param, cluster_url)
-    try:
-        yield engine
-    finally:
-        await engine.close()
-
-
+# the ``engine`` parameter names the service a test needs (tests/conftest.py, rule 4)
+@pytest.mark.parametrize("engine", MAP_ENGINES, indirect=True)
 class TestMapBroker(MapContract):
-    @pytest.fixture
-    def engine(self, map_engine: Engine) -> Engine:
-        return map_engine
+    pass
 
 
-@pytest.mark.parametrize("name", sorted(set(ENGINES) - set(MAP_ENGINES)))
-async def test_engines_without_maps_refuse_them(name: str) -> None:
-    engine = await make_engine(name)
+@pytest.mark.parametrize("engine", sorted(set(ENGINES) - set(MAP_ENGINES)))
+async def test_engines_without_maps_refuse_them(engine: str) -> None:
+    built = await make_engine(engine)
     try:
-        await check_unsupported(engine)
+        await check_unsupported(built)
     finally:
-        await engine.close()
+        await built.close()
