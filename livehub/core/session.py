@@ -493,6 +493,8 @@ class Session:
     async def _subscribe(
         self, channel: str, opts: NamespaceOptions, params: SubscribeOptions
     ) -> dict[str, Any]:
+        if opts.is_map:  # a map is loaded by the client, page by page: no server-side subscription
+            raise codes.error_not_available()
         delta = params.delta == "fossil" and "fossil" in opts.allowed_delta_types
         join_leave = opts.force_push_join_leave or params.join_leave
         sub = Subscription(channel, params.info, join_leave, delta, self.encoding.binary)
