@@ -21,9 +21,20 @@ Keys, per channel ``ch``; the ``{ch}`` hash tag keeps all of them in one Redis C
     {prefix}:presence:{ch}      HASH    client id -> info blob
     {prefix}:presence-exp:{ch}  ZSET    client id -> expiry ms
     {prefix}:pub:{ch}           the pub/sub channel (SPUBLISH with ``cluster=1``)
+    {prefix}:map-meta:{ch}      HASH    a map channel's epoch, top offset, stream options
+    {prefix}:map-state:{ch}     HASH    key -> "offset:blob" of its last change
+    {prefix}:map-keys:{ch}      ZSET    the keys, score 0 (ZRANGEBYLEX pages them in key order)
+    {prefix}:map-exp:{ch}       ZSET    key -> expiry ms (keys with a TTL)
+    {prefix}:map-stream:{ch}    STREAM  id = offset, k = key, r = removed, x = expiry ms, d = blob
 
 and one pub/sub channel for the whole engine, ``{prefix}:control`` (on the first shard),
 which carries ``publish_control`` messages to every node.
+
+Maps: ``lua/map_publish.lua`` and ``lua/map_remove.lua`` change the state, append to the
+map stream and PUBLISH the change (``M...`` on the channel's pub/sub channel) in one script.
+Expiring keys are found through ``{prefix}:map-expiring`` (ZSET channel -> earliest key
+expiry, one per shard): every node sweeps it twice a second and removes what is due with
+``map_remove.lua`` (idempotent, so nodes sweeping at once remove each key once).
 
 Offsets and epochs: ``lua/publish.lua`` runs HINCRBY of the top, XADD and PUBLISH in one
 script, so offsets grow by exactly one and nodes receive publications in offset order.
