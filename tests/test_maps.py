@@ -8,11 +8,13 @@ centrifuge-js repository's own suite (``make js-suite``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 
@@ -48,15 +50,33 @@ MAP_NAMESPACES: list[dict[str, Any]] = [
     },
     {"name": "who", "subscription_type": "map_clients", "map": {"mode": "ephemeral", "key_ttl": "60s"}},
     {"name": "users", "subscription_type": "map_users", "map": {"mode": "ephemeral", "key_ttl": "60s"}},
+    {
+        "name": "cursors",
+        "subscription_type": "map",
+        "map": {
+            "mode": "ephemeral",
+            "key_ttl": "60s",
+            "client_key": "client_id",
+            "allow_publish_for_subscriber": True,
+            "remove_client_on_unsubscribe": True,
+            "min_page_size": 1,
+            "subscribe_catch_up_timeout": "200ms",
+        },
+    },
     {"name": "plain"},
 ]
+SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
 
 
 def settings() -> Settings:
     return Settings.model_validate(
         {
             "http_api": {"key": KEY},
-            "client": {"insecure": False, "allow_anonymous_connect_without_token": True},
+            "client": {
+                "insecure": False,
+                "allow_anonymous_connect_without_token": True,
+                "token": {"hmac_secret_key": SECRET},
+            },
             "channel": {
                 "without_namespace": {
                     "allow_subscribe_for_client": True,
@@ -298,6 +318,45 @@ async def test_presence_as_maps(env: Env) -> None:
     assert left["key"] == player.client_id and left["removed"] is True
     # an anonymous player has no user entry; the users map stays empty
     assert (await env.api("map_stats", {"channel": "users:live:game"}))["result"] == {}
+
+
+async def test_users_presence_is_one_entry_per_user_and_outlives_a_quick_leave(env: Env) -> None:
+    token = jwt.encode({"sub": "ann"}, SECRET, algorithm="HS256")
+    first, second = await env.hub.connect(token=token), await env.hub.connect(token=token)
+    await load(first, "live:hall")
+    await load(second, "live:hall")
+    users = (await env.api("map_read_state", {"channel": "users:live:hall"}))["result"]["entries"]
+    assert [e["key"] for e in users] == ["ann"]
+    clients = (await env.api("map_read_state", {"channel": "who:live:hall"}))["result"]["entries"]
+    assert sorted(e["key"] for e in clients) == sorted([first.client_id, second.client_id])
+    await first.unsubscribe("live:hall")
+    await second.unsubscribe("live:hall")
+    assert (await env.api("map_stats", {"channel": "who:live:hall"}))["result"] == {}
+    assert (await env.api("map_stats", {"channel": "users:live:hall"}))["result"] == {"num_keys": 1}
+
+
+async def test_client_key_and_remove_on_unsubscribe(env: Env) -> None:
+    conn = await env.hub.connect()
+    await load(conn, "cursors:doc")
+    await conn.command(
+        "publish", {"channel": "cursors:doc", "type": 1, "key": "someone-else", "data": [1, 2]}
+    )
+    assert (await conn.next_publication("cursors:doc"))["key"] == conn.client_id
+    await conn.unsubscribe("cursors:doc")
+    assert (await env.api("map_stats", {"channel": "cursors:doc"}))["result"] == {}
+
+
+async def test_a_load_that_takes_too_long_is_dropped(env: Env) -> None:
+    for key in "ab":
+        await env.api("map_publish", {"channel": "cursors:slow", "key": key, "data": 1})
+    conn = await env.hub.connect()
+    first = await conn.subscribe("cursors:slow", type=1, phase=2, limit=1)
+    assert first["cursor"] == "a"
+    await asyncio.sleep(0.3)  # map.subscribe_catch_up_timeout is 200ms
+    await conn.send_raw(
+        '{"id":99,"subscribe":{"channel":"cursors:slow","type":1,"phase":2,"limit":1,"cursor":"a"}}'
+    )
+    assert (await conn.wait_closed()).code == 3008
 
 
 async def test_tags_filter(env: Env) -> None:
