@@ -6,11 +6,17 @@ between reading and writing, so it is atomic per channel. Keys with a TTL are fo
 heap of deadlines; :meth:`MemoryMaps.expire` (run every ``SWEEP_INTERVAL`` by the broker)
 removes the expired ones as removal changes. A map that holds no key and keeps no stream
 (or whose metadata expired) is forgotten, so memory follows what the maps hold.
+
+Reading a map that was never written stores nothing (clients can name any number of
+channels): the read gets offset 0 and the epoch the map will have when first written,
+derived from the channel name, a random salt of this process and a generation that every
+clear or expiry of a map moves on (so a map that comes back never reuses an old epoch).
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
 import secrets
 import time
@@ -34,8 +40,8 @@ def _now_ms() -> int:
 class _Map:
     __slots__ = ("epoch", "top", "state", "expires", "stream", "meta_expires", "_sorted")
 
-    def __init__(self) -> None:
-        self.epoch = secrets.token_urlsafe(6)
+    def __init__(self, epoch: str) -> None:
+        self.epoch = epoch
         self.top = 0
         self.state: dict[str, Publication] = {}
         self.expires: dict[str, float] = {}
@@ -66,12 +72,26 @@ class MemoryMaps:
         self._maps: dict[str, _Map] = {}
         self._deadlines: list[tuple[float, str, str]] = []  # (expires, channel, key)
         self._options: dict[str, MapOptions] = {}  # of maps with expiring keys, for removals
+        self._salt = secrets.token_bytes(16)
+        self._generation = 0
+
+    def _epoch(self, channel: str) -> str:
+        """The epoch ``channel``'s map gets when it is (next) written."""
+        seed = self._salt + self._generation.to_bytes(8, "big") + channel.encode()
+        return hashlib.blake2b(seed, digest_size=6).hexdigest()
+
+    def _existing(self, channel: str) -> _Map | None:
+        m = self._maps.get(channel)
+        if m is not None and m.meta_expires and m.meta_expires <= self._clock():
+            self.clear(channel)
+            return None
+        return m
 
     def _map(self, channel: str, opts: MapOptions) -> _Map:
         now = self._clock()
-        m = self._maps.get(channel)
-        if m is None or (m.meta_expires and m.meta_expires <= now):
-            m = self._maps[channel] = _Map()
+        m = self._existing(channel)
+        if m is None:
+            m = self._maps[channel] = _Map(self._epoch(channel))
         if opts.meta_ttl > 0:
             m.meta_expires = now + opts.meta_ttl
         stream = m.stream
@@ -94,7 +114,7 @@ class MemoryMaps:
         return MapUpdate(sp)
 
     def _forget_if_empty(self, channel: str, m: _Map, opts: MapOptions) -> None:
-        if not m.state and opts.stream_size == 0:
+        if not m.state and opts.stream_size == 0:  # no stream: no position to keep apart
             self._maps.pop(channel, None)
             self._options.pop(channel, None)
 
@@ -128,10 +148,14 @@ class MemoryMaps:
         heapq.heappush(self._deadlines, (deadline, channel, key))
 
     def remove(self, channel: str, key: str, opts: MapOptions) -> MapUpdate:
+        m = self._existing(channel)
+        old = m.state.get(key) if m is not None else None
+        if m is None or old is None:
+            position = (
+                StreamPosition(m.top, m.epoch) if m is not None else StreamPosition(0, self._epoch(channel))
+            )
+            return MapUpdate(position, "key_not_found")
         m = self._map(channel, opts)
-        old = m.state.get(key)
-        if old is None:
-            return MapUpdate(StreamPosition(m.top, m.epoch), "key_not_found")
         m.drop(key)
         update = self._change(
             channel, m, opts, Publication(b"", 0, None, old.tags, _now_ms(), key, True), None
@@ -140,6 +164,9 @@ class MemoryMaps:
         return update
 
     def state(self, channel: str, opts: MapOptions, cursor: str, limit: int, key: str) -> MapStatePage:
+        m = self._existing(channel)
+        if m is None:
+            return MapStatePage([], StreamPosition(0, self._epoch(channel)))
         m = self._map(channel, opts)
         sp = StreamPosition(m.top, m.epoch)
         now = self._clock()
@@ -166,6 +193,9 @@ class MemoryMaps:
     def stream(
         self, channel: str, opts: MapOptions, since: StreamPosition | None, limit: int
     ) -> tuple[list[Publication], StreamPosition]:
+        m = self._existing(channel)
+        if m is None:
+            return [], StreamPosition(0, self._epoch(channel))
         m = self._map(channel, opts)
         sp = StreamPosition(m.top, m.epoch)
         if limit == 0:
@@ -184,6 +214,7 @@ class MemoryMaps:
     def clear(self, channel: str) -> None:
         self._maps.pop(channel, None)
         self._options.pop(channel, None)
+        self._generation += 1
 
     def expire(self) -> int:
         """Remove every key past its TTL (each a removal change); returns how many."""

@@ -481,7 +481,7 @@ class RedisBroker:
     async def map_state(
         self, channel: str, opts: MapOptions, cursor: str = "", limit: int = 0, key: str = ""
     ) -> MapStatePage:
-        reply = await self._map_call(channel, MAP_STATE, (cursor, limit, key, new_epoch()))
+        reply = await self._map_call(channel, MAP_STATE, (cursor, limit, key, new_epoch(), _read_ttl(opts)))
         entries = []
         for i in range(3, len(reply), 2):
             offset, blob = reply[i + 1].split(b":", 1)
@@ -493,7 +493,7 @@ class RedisBroker:
         self, channel: str, opts: MapOptions, since: StreamPosition | None = None, limit: int = 0
     ) -> tuple[list[Publication], StreamPosition]:
         after = since.offset if since is not None else 0
-        reply = await self._map_call(channel, MAP_STREAM, (limit, after, new_epoch()))
+        reply = await self._map_call(channel, MAP_STREAM, (limit, after, new_epoch(), _read_ttl(opts)))
         pubs = []
         for i in range(2, len(reply), 4):
             pub = decode_publication(reply[i + 3], int(reply[i]))
@@ -589,6 +589,15 @@ class RedisBroker:
         pub = _keyed(body, key, removed == b"1")
         prev = _keyed(decode_publication(rest[k : k + n], int(prev_offset)), key) if n else None
         handler.handle_publication(channel, pub, StreamPosition(pub.offset, epoch.decode()), prev)
+
+
+#: How long the metadata (the epoch) of a map that was only read is kept, when its options
+#: keep metadata forever: a client can name any channel, Redis keeps only what is written.
+MAP_READ_META_TTL = 24 * 3600.0
+
+
+def _read_ttl(opts: MapOptions) -> int:
+    return ms(opts.meta_ttl or MAP_READ_META_TTL)
 
 
 def _keyed(pub: Publication, key: str, removed: bool = False) -> Publication:

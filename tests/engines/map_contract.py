@@ -208,6 +208,15 @@ class MapContract:
         pubs, sp = await b.map_stream(ch, STREAM, None, -1)
         assert [p.key for p in pubs] == ["a"] and sp.offset == 1
 
+    async def test_a_read_map_keeps_its_epoch_when_first_written(self, engine: Engine) -> None:
+        b, ch = engine.broker, channel_name()
+        read = await b.map_state(ch, STREAM)
+        _, top = await b.map_stream(ch, STREAM, None, 0)
+        assert read.position == top and read.position.offset == 0
+        assert (await b.map_remove(ch, "nothing", STREAM)).suppressed == "key_not_found"
+        written = await b.map_publish(ch, "a", STREAM, value(1))
+        assert written.position == StreamPosition(1, read.position.epoch)
+
     async def test_another_node_sees_the_same_map(self, engine: Engine) -> None:
         peer = await engine.peer()
         if peer is None:

@@ -30,6 +30,8 @@ end
 local function keep_alive()
   if meta_ttl > 0 then
     for _, k in ipairs({meta, state, keys, exp}) do redis.call("pexpire", k, meta_ttl) end
+  else
+    redis.call("persist", meta)  -- created by a read, with a TTL: written now, kept
   end
 end
 

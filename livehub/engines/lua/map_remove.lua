@@ -20,11 +20,9 @@ local function earliest()
 end
 
 local epoch = redis.call("hget", meta, "e")
-if not epoch then
+if not epoch then  -- no map: nothing to remove, and nothing is created
   if ARGV[1] == "expired" then return {0, "", 0, 0} end
-  epoch = ARGV[3]
-  redis.call("del", state, keys, exp, stream)
-  redis.call("hset", meta, "e", epoch, "s", 0)
+  return {0, ARGV[3], "key_not_found", 0}
 end
 local m = redis.call("hmget", meta, "s", "ss", "st")
 local top, size, stream_ttl = tonumber(m[1]), tonumber(m[2] or "0"), tonumber(m[3] or "0")

@@ -3,6 +3,7 @@
 -- KEYS[1] meta   KEYS[2] state   KEYS[3] keys   KEYS[4] expiry   KEYS[5] stream
 -- ARGV[1] cursor (the last key of the previous page, "" for the first)
 -- ARGV[2] limit (0: all)   ARGV[3] one key only ("" for a page)   ARGV[4] epoch for a new map
+-- ARGV[5] TTL (ms) of the metadata of a map this read creates
 -- Returns {top, epoch, next cursor ("" after the last page), key1, entry1, key2, entry2, ...}
 -- where an entry is offset ":" blob.
 local meta, state, keys, exp, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -14,6 +15,9 @@ if not epoch then
   epoch, top = ARGV[4], 0
   redis.call("del", state, keys, exp, stream)
   redis.call("hset", meta, "e", epoch, "s", 0)
+  -- a map only read (a client may name any channel) is not kept forever: its first write
+  -- keeps it as long as its options say
+  redis.call("pexpire", meta, ARGV[5])
 end
 
 local t = redis.call("time")

@@ -2,6 +2,7 @@
 --
 -- KEYS[1] meta   KEYS[2] state   KEYS[3] keys   KEYS[4] expiry   KEYS[5] stream
 -- ARGV[1] limit (-1 all, 0 none, N at most N)   ARGV[2] since offset   ARGV[3] epoch for a new map
+-- ARGV[4] TTL (ms) of the metadata of a map this read creates
 -- Returns {top, epoch, offset1, key1, removed1, blob1, ...}.
 local meta, state, keys, exp, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local limit, since = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -12,6 +13,9 @@ if not epoch then
   epoch, top = ARGV[3], 0
   redis.call("del", state, keys, exp, stream)
   redis.call("hset", meta, "e", epoch, "s", 0)
+  -- a map only read (a client may name any channel) is not kept forever: its first write
+  -- keeps it as long as its options say
+  redis.call("pexpire", meta, ARGV[4])
 end
 local out = {top, epoch}
 if limit == 0 then return out end
