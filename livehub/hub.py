@@ -45,6 +45,7 @@ from livehub.dependencies import Callback
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.protocol.codes import Disconnect, Error, error_internal
 from livehub.settings import NamespaceOptions, Settings
+from livehub.transactional import TransactionalOutbox
 from livehub.transports.asgi import websocket_handler
 
 log = logging.getLogger("livehub.hub")
@@ -178,6 +179,8 @@ class Hub:
         self.declared: list[ChannelSpec] = []
         self.rpcs: dict[str, RPCSpec] = {}
         self._connect: Callback | None = None
+        #: Transactional outboxes whose relays run with the app (:meth:`transactional_outbox`).
+        self.outboxes: list[TransactionalOutbox] = []
         self._on_disconnect: Callback | None = None
         #: The app the hub runs in (its lifespan tells): whose dependency_overrides apply.
         self._app: Any = None
@@ -216,10 +219,22 @@ class Hub:
         self._app = app
         app.state.livehub_node = self.node  # how uvicorn's livehub protocol finds the hub
         await self.node.start()
+        for outbox in self.outboxes:
+            await outbox.start()
         try:
             yield
         finally:
+            for outbox in self.outboxes:
+                await outbox.stop()
             await self.node.stop()
+
+    def transactional_outbox(self, dsn: str, **options: Any) -> TransactionalOutbox:
+        """A PostgreSQL outbox: ``await outbox.publish(session, channel, data)`` inside the app's
+        transaction is delivered once, in commit order, if and only if it commits. Its relay
+        runs with the app (``livehub.transactional``; needs ``livehub[postgres]``)."""
+        outbox = TransactionalOutbox(self.node, dsn, **options)
+        self.outboxes.append(outbox)
+        return outbox
 
     def _app_for(self, scope: dict[str, Any] | None) -> Any:
         """The app whose ``dependency_overrides`` apply to a connection."""

@@ -61,6 +61,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from livehub.engines import options
+from livehub.engines.backoff import Backoff
 from livehub.engines.base import (
     BrokerEventHandler,
     EngineUnavailable,
@@ -68,7 +69,6 @@ from livehub.engines.base import (
     PresenceEntry,
     PublishOptions,
 )
-from livehub.engines.redis_pubsub import Backoff
 from livehub.engines.wire import DeltaBases, decode_info, decode_publication, encode_info, encode_publication
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
