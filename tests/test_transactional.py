@@ -36,8 +36,8 @@ async def hub() -> AsyncIterator[Hub]:
     try:
         yield hub
     finally:
-        for outbox in hub.outboxes:
-            await outbox.stop()
+        for service in hub.services:
+            await service.stop()
         await hub.node.stop()
         await drop_tables(engine)
 
