@@ -459,10 +459,15 @@ class PostgresConsumerOptions(Section):
     """Centrifugo's ``consumers[].postgresql``: an outbox table of server API commands
     (``livehub.consumers.postgresql`` shows the table)."""
 
+    #: The database of the outbox table: ``postgresql://user:pass@host:5432/db``.
     dsn: str = ""
+    #: The table the app writes ``(method, payload, partition)`` rows to (``schema.table`` allowed).
     outbox_table_name: str = ""
+    #: Partitions ``0 .. n-1``, each run by one worker at a time across all nodes, in id order.
     num_partitions: Annotated[int, Field(ge=1, le=1024)] = 1
+    #: Rows read and run per transaction of a partition.
     partition_select_limit: Annotated[int, Field(ge=1, le=10_000)] = 100
+    #: How often a partition is read when no notification wakes it.
     partition_poll_interval: Duration = 0.3
     #: LISTEN on this channel for the partition numbers a trigger notifies (empty: poll only).
     partition_notification_channel: str = ""
@@ -475,8 +480,11 @@ class PostgresConsumerOptions(Section):
 class ConsumerSettings(Section):
     """One of Centrifugo's ``consumers``; livehub runs the ``postgresql`` type."""
 
+    #: Unique among the consumers: it names the partitions' locks and the logs.
     name: str = ""
+    #: Only enabled consumers run.
     enabled: bool = False
+    #: ``postgresql``: the one type livehub runs (Centrifugo's others are refused when enabled).
     type: str = ""
     postgresql: PostgresConsumerOptions = PostgresConsumerOptions()
 
