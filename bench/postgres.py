@@ -75,7 +75,7 @@ async def engine(url: str) -> None:
     start = time.perf_counter()
 
     async def writer(k: int) -> None:
-        for i in range(per):
+        for _ in range(per):
             await a.publish(f"{ch}:{k}", b"1", HISTORY)
 
     await asyncio.gather(*(writer(k) for k in range(tasks)))
@@ -88,12 +88,15 @@ async def engine(url: str) -> None:
 
 
 async def outbox(url: str, ordered: bool) -> None:
-    hub = Hub(Settings(channel={"namespaces": [{"name": "bench", "history_size": 100, "history_ttl": "300s"}]}), engine=url)
+    hub = Hub(
+        Settings(channel={"namespaces": [{"name": "bench", "history_size": 100, "history_ttl": "300s"}]}),
+        engine=url,
+    )
     await hub.node.start()
     table = f"lhbench_outbox_{secrets.token_hex(3)}"
     box = hub.transactional_outbox(DSN, table=table, ordered=ordered, poll_interval=1.0)
     await box.start()
-    while not box.relaying:
+    while not box.relaying:  # noqa: ASYNC110 -- a flag, no event to wait on
         await asyncio.sleep(0.01)
     observer, observer_presence = from_url(url)
     seen = Arrivals()
@@ -119,7 +122,7 @@ async def outbox(url: str, ordered: bool) -> None:
                 await box.publish(c, ch, {"k": k, "i": i})
 
     await asyncio.gather(*(writer(c, k) for k, c in enumerate(conns)))
-    while await conn.fetchval(f"SELECT count(*) FROM {table}"):
+    while await conn.fetchval(f"SELECT count(*) FROM {table}"):  # noqa: ASYNC110 -- polls the table
         await asyncio.sleep(0.01)
     rate = writers * per / (time.perf_counter() - start)
     print(f"outbox ({label}), {writers} writers: {rate:.0f} committed and delivered/s")
