@@ -15,6 +15,9 @@ Tables, created at start when missing (``{p}`` = prefix)::
     {p}_presence  (channel, client id) -> user, info blob, expiry
     {p}_event     id -> a message too large for NOTIFY, read back by id (kept 60 s)
 
+What expired is deleted by ``{p}_cleanup()``: at every presence refresh of a node, and once
+in about 500 publishes.
+
 Publishing is one call of the ``{p}_publish`` function, in one transaction: it takes the
 channel's advisory lock (so concurrent publishers of a channel are serialised and the
 idempotency check cannot race), advances the top, inserts the publication, trims the
@@ -140,6 +143,9 @@ CREATE TABLE IF NOT EXISTS {p}_presence (
     channel text NOT NULL, client text NOT NULL, "user" text NOT NULL, info bytea NOT NULL,
     expires timestamptz NOT NULL, PRIMARY KEY (channel, client));
 CREATE INDEX IF NOT EXISTS {p}_presence_expires ON {p}_presence (expires);
+CREATE INDEX IF NOT EXISTS {p}_pub_expires ON {p}_pub (expires);
+CREATE INDEX IF NOT EXISTS {p}_result_expires ON {p}_result (expires);
+CREATE INDEX IF NOT EXISTS {p}_stream_expires ON {p}_stream (meta_expires);
 CREATE TABLE IF NOT EXISTS {p}_event (
     id bigserial PRIMARY KEY, message text NOT NULL, created timestamptz NOT NULL DEFAULT now());
 
@@ -155,6 +161,18 @@ BEGIN
             DELETE FROM {p}_event WHERE created < now() - interval '60 seconds';
         END IF;
     END IF;
+END $$;
+
+-- what expired and is read by nobody any more: publications past their TTL, idempotency
+-- results, streams whose metadata expired (the next touch would start them anew anyway)
+CREATE OR REPLACE FUNCTION {p}_cleanup() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {p}_pub WHERE expires <= clock_timestamp();
+    DELETE FROM {p}_result WHERE expires <= clock_timestamp();
+    DELETE FROM {p}_stream s WHERE s.meta_expires <= clock_timestamp()
+        AND NOT EXISTS (SELECT 1 FROM {p}_pub p WHERE p.channel = s.channel);
+    DELETE FROM {p}_presence WHERE expires <= clock_timestamp();
+    DELETE FROM {p}_event WHERE created < now() - interval '60 seconds';
 END $$;
 
 CREATE OR REPLACE FUNCTION {p}_touch(p_channel text, p_meta_ttl_ms bigint, p_epoch text)
@@ -219,6 +237,9 @@ BEGIN
         VALUES (p_channel, p_key, r_offset, r_epoch, v_now + p_key_ttl_ms * interval '1 millisecond')
         ON CONFLICT (channel, key) DO UPDATE
         SET "offset" = excluded."offset", epoch = excluded.epoch, expires = excluded.expires;
+    END IF;
+    IF random() < 0.002 THEN
+        PERFORM {p}_cleanup();
     END IF;
     PERFORM {p}_send(
         'P' || char_length(p_channel) || ':' || p_channel || ':' || r_offset || ':' || r_epoch || ':'
@@ -565,12 +586,15 @@ class PostgresPresenceManager:
         self._ttl = ms(config.presence_ttl)
 
     async def add_presence(self, channel: str, client_id: str, info: ClientInfo) -> None:
-        await self.refresh_presence([(channel, client_id, info)])
+        await self._upsert([(channel, client_id, info)])
 
     async def refresh_presence(self, entries: Sequence[PresenceEntry]) -> None:
-        """One statement per 1000 entries; expired entries of every channel are removed too."""
-        if not entries:
-            return
+        """One statement per 1000 entries; then what expired, in every table, is deleted
+        (``{p}_cleanup``: each live node runs it every ``presence_update_interval``)."""
+        await self._upsert(entries)
+        await self._db.execute(f"SELECT {self._p}_cleanup()")
+
+    async def _upsert(self, entries: Sequence[PresenceEntry]) -> None:
         for i in range(0, len(entries), 1000):
             chunk = entries[i : i + 1000]
             await self._db.execute(
@@ -585,7 +609,6 @@ class PostgresPresenceManager:
                 [encode_info(e[2]) for e in chunk],
                 self._ttl,
             )
-        await self._db.execute(f"DELETE FROM {self._p}_presence WHERE expires <= clock_timestamp()")
 
     async def remove_presence(self, channel: str, client_id: str, user: str) -> None:
         await self._db.execute(
@@ -621,7 +644,7 @@ async def drop_tables(url: str) -> None:
     try:
         await conn.execute(
             f"DROP TABLE IF EXISTS {p}_stream, {p}_pub, {p}_result, {p}_presence, {p}_event;"
-            f"DROP FUNCTION IF EXISTS {p}_publish, {p}_touch, {p}_send;"
+            f"DROP FUNCTION IF EXISTS {p}_publish, {p}_touch, {p}_send, {p}_cleanup;"
         )
     finally:
         await conn.close()

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from livehub.engines.base import EngineUnavailable, HistoryOptions
+from livehub.engines.base import EngineUnavailable, HistoryOptions, PublishOptions
 from livehub.engines.postgres import PostgresBroker, drop_tables, from_url
+from livehub.models import ClientInfo
 
 from .contract import HISTORY, POSTGRES_URL, Recorder, channel_name, require_service, unique_prefix
 
@@ -84,3 +85,29 @@ async def test_an_unreachable_database_is_engine_unavailable_quickly() -> None:
     assert time.monotonic() - started < 3
     await broker.close()
     await presence.close()
+
+
+async def test_what_expired_is_deleted_at_the_presence_refresh(
+    engine: tuple[PostgresBroker, Recorder, str],
+) -> None:
+    """Redis lets keys expire; here rows are deleted: stale history, idempotency results,
+    streams and presence do not pile up in the tables."""
+    broker, _, url = engine
+    _, presence = from_url(url.replace("ping_interval", "presence_ttl=1s&ping_interval"))
+    ch, p = channel_name(), broker.config.prefix
+    opts = PublishOptions(
+        history_size=10, history_ttl=1.0, history_meta_ttl=1.0, idempotency_key="k", idempotent_result_ttl=1.0
+    )
+    await broker.publish(ch, b"1", opts)
+    await presence.add_presence(ch, "c1", ClientInfo("u", "c1"))
+    await asyncio.sleep(1.3)
+    await presence.refresh_presence([(ch, "c2", ClientInfo("u", "c2"))])
+    db = await asyncpg.connect(POSTGRES_URL)
+    try:
+        for table in ("pub", "result", "stream"):
+            assert await db.fetchval(f"SELECT count(*) FROM {p}_{table} WHERE channel = $1", ch) == 0, table
+        clients = await db.fetch(f"SELECT client FROM {p}_presence WHERE channel = $1", ch)
+        assert [r["client"] for r in clients] == ["c2"]
+    finally:
+        await db.close()
+        await presence.close()
