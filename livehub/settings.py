@@ -423,11 +423,13 @@ class PostgresBrokerOptions(Section):
     dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     #: Prefix of the engine's tables and of its NOTIFY channel (livehub's default; Centrifugo's is ``cf``).
     table_prefix: str = "livehub"
+    #: Connections of each node's pool (one more LISTENs).
+    pool_size: Annotated[int, Field(ge=1, le=1000)] = 8
 
     def url(self) -> str:
         """The livehub engine URL these options describe."""
         sep = "&" if "?" in self.dsn else "?"
-        return f"{self.dsn}{sep}prefix={quote(self.table_prefix, safe='')}"
+        return f"{self.dsn}{sep}prefix={quote(self.table_prefix, safe='')}&pool_size={self.pool_size}"
 
 
 class EngineSettings(Section):

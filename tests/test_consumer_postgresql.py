@@ -161,7 +161,7 @@ def test_centrifugo_consumers_and_postgres_broker_settings(tmp_path: Any) -> Non
                 "broker": {
                     "enabled": True,
                     "type": "postgres",
-                    "postgres": {"dsn": "postgresql://u@db:5432/app", "table_prefix": "rt"},
+                    "postgres": {"dsn": "postgresql://u@db:5432/app", "table_prefix": "rt", "pool_size": 4},
                 },
                 "consumers": [
                     consumer_settings(
@@ -173,7 +173,7 @@ def test_centrifugo_consumers_and_postgres_broker_settings(tmp_path: Any) -> Non
         ).decode()
     )
     settings = load_settings(config)
-    assert settings.engine.url == "postgresql://u@db:5432/app?prefix=rt"
+    assert settings.engine.url == "postgresql://u@db:5432/app?prefix=rt&pool_size=4"
     pg = settings.consumers[0].postgresql
     assert (pg.num_partitions, pg.partition_poll_interval, pg.use_try_lock) == (4, 0.3, True)
     hub = Hub(settings)
