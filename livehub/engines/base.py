@@ -240,3 +240,37 @@ class PresenceManager(Protocol):
     async def presence_stats(self, channel: str) -> PresenceStats: ...
 
     async def close(self) -> None: ...
+
+
+class NoMaps:
+    """The map part of an engine that keeps no map state: every method raises MapUnsupported."""
+
+    #: Names the engine in the error (set by the engine class).
+    engine_name = "this engine"
+
+    def _no_maps(self) -> MapUnsupported:
+        return MapUnsupported(
+            f"{self.engine_name} keeps no map state: map subscriptions need the memory or Redis engine"
+        )
+
+    async def map_publish(self, channel: str, key: str, opts: MapOptions, pub: MapPublish) -> MapUpdate:
+        raise self._no_maps()
+
+    async def map_remove(self, channel: str, key: str, opts: MapOptions) -> MapUpdate:
+        raise self._no_maps()
+
+    async def map_state(
+        self, channel: str, opts: MapOptions, cursor: str = "", limit: int = 0, key: str = ""
+    ) -> MapStatePage:
+        raise self._no_maps()
+
+    async def map_stream(
+        self, channel: str, opts: MapOptions, since: StreamPosition | None = None, limit: int = 0
+    ) -> tuple[list[Publication], StreamPosition]:
+        raise self._no_maps()
+
+    async def map_stats(self, channel: str, opts: MapOptions) -> int:
+        raise self._no_maps()
+
+    async def map_clear(self, channel: str) -> None:
+        raise self._no_maps()

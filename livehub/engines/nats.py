@@ -91,19 +91,15 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from livehub.engines import options
+from livehub.engines.backoff import Backoff
 from livehub.engines.base import (
     BrokerEventHandler,
     EngineUnavailable,
     HistoryOptions,
-    MapOptions,
-    MapPublish,
-    MapStatePage,
-    MapUnsupported,
-    MapUpdate,
+    NoMaps,
     PresenceEntry,
     PublishOptions,
 )
-from livehub.engines.redis_pubsub import Backoff
 from livehub.engines.wire import DeltaBases, decode_info, decode_publication, encode_info, encode_publication
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
@@ -247,7 +243,9 @@ def _expiry(ttl: float) -> int:
     return now_ms() + round(ttl * 1000) if ttl > 0 else 0
 
 
-class NatsBroker:
+class NatsBroker(NoMaps):
+    engine_name = "the NATS engine"
+
     def __init__(self, config: NatsConfig) -> None:
         self.config = config
         self._nc: Client | None = None
@@ -612,35 +610,6 @@ class NatsBroker:
     async def remove_history(self, channel: str) -> None:
         async with self.guard() as (_, js):
             await js.purge_stream(self.config.stream, subject=self._subject("h", channel))
-
-    # -- maps: not kept by this engine (see livehub.engines.base)
-
-    def _no_maps(self) -> MapUnsupported:
-        return MapUnsupported(
-            "the NATS engine keeps no map state: map subscriptions need the memory or Redis engine"
-        )
-
-    async def map_publish(self, channel: str, key: str, opts: MapOptions, pub: MapPublish) -> MapUpdate:
-        raise self._no_maps()
-
-    async def map_remove(self, channel: str, key: str, opts: MapOptions) -> MapUpdate:
-        raise self._no_maps()
-
-    async def map_state(
-        self, channel: str, opts: MapOptions, cursor: str = "", limit: int = 0, key: str = ""
-    ) -> MapStatePage:
-        raise self._no_maps()
-
-    async def map_stream(
-        self, channel: str, opts: MapOptions, since: StreamPosition | None = None, limit: int = 0
-    ) -> tuple[list[Publication], StreamPosition]:
-        raise self._no_maps()
-
-    async def map_stats(self, channel: str, opts: MapOptions) -> int:
-        raise self._no_maps()
-
-    async def map_clear(self, channel: str) -> None:
-        raise self._no_maps()
 
 
 async def _bucket(js: JetStreamContext, name: str, ttl: float, storage: StorageType) -> KeyValue:
