@@ -23,6 +23,7 @@ Durations accept seconds (``25``) or Go's duration strings (``"25s"``, ``".5s"``
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -881,13 +882,12 @@ def apply_namespace_env(data: dict[str, Any], environ: Mapping[str, str]) -> Non
         if not isinstance(ns, dict) or not isinstance(ns.get("name"), str):
             continue
         prefix = "CENTRIFUGO_CHANNEL_NAMESPACES_" + re.sub(r"[.-]", "_", ns["name"]).upper() + "_"
-        found = {}
+        updated = copy.deepcopy(ns)
         for path, annotation in options.items():
             name = prefix + "_".join(path).upper()
             if environ.get(name) and path != ("name",):  # empty: unset
-                found[path[0]] = _env_value(environ[name], annotation, name)
-        if found:
-            namespaces[i] = {**ns, **found}
+                _put(updated, path, _env_value(environ[name], annotation, name))  # map.key_ttl too
+        namespaces[i] = updated
 
 
 def unknown_env_vars(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
