@@ -157,6 +157,14 @@ def _replace_hosts(value: Any) -> Any:
     return value
 
 
+def summary(dropped: list[str]) -> str:
+    """``http_stream, sse, namespaces' map x11, ...``: the dropped keys, namespace options counted."""
+    keys = Counter(
+        re.sub(r"^channel\.namespaces\[\d+\]\.", "namespaces' ", d.partition(": ")[0]) for d in dropped
+    )
+    return ", ".join(k if n == 1 else f"{k} x{n}" for k, n in keys.items())
+
+
 def _drop(data: Any, path: str) -> None:
     """Delete ``channel.namespaces[3].map`` from the raw config."""
     parts = [int(i) if i else k for k, i in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path)]
@@ -182,7 +190,7 @@ def derive_config(tree: Path) -> tuple[Path, list[str]]:
         if not (why.startswith(UNSUPPORTED) or why.startswith("unknown key")):
             raise SuiteError(f"livehub refuses centrifugo_test.json: {problem}")
         dropped.append(f"{where}: {'unsupported by livehub' if why.startswith(UNSUPPORTED) else why}")
-    for entry in reversed(dropped):  # last first: list indexes stay valid
+    for entry in dropped:  # dict keys only: the namespaces list keeps its indexes
         _drop(data, entry.partition(": ")[0])
     left = config_problems(Settings(**data))
     if left:
@@ -371,6 +379,29 @@ def table(files: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def reasons(files: dict[str, dict[str, Any]], top: int = 12) -> str:
+    """The most frequent first lines of the failure messages, per file and transport."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for file, result in files.items():
+        for test in result["tests"]:
+            if test["status"] == "failed":
+                match = TRANSPORT.match(test["name"])
+                first = (test.get("message") or "").splitlines()[:1] or [""]
+                counts[(file, match.group(1) if match else "-", first[0][:100])] += 1
+    return "\n".join(f"{n:4}  {file} [{group}]: {why}" for (file, group, why), n in counts.most_common(top))
+
+
+def _livehub_revision() -> str:
+    """The commit of this checkout, ``+`` when it has uncommitted changes."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    )
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def check_expected(files: dict[str, dict[str, Any]], expected: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(expected to pass but did not, passing but not listed) among the files that were run."""
     status = {(f, t["name"]): t["status"] for f, r in files.items() for t in r["tests"]}
@@ -412,8 +443,8 @@ def main() -> int:
         install(tree)
         files = test_files(tree, args.files)
         config, dropped = derive_config(tree)
-        for entry in dropped:
-            log(f"config key dropped: {entry}")
+        if dropped:
+            log(f"centrifugo_test.json: {len(dropped)} keys livehub refuses dropped ({summary(dropped)})")
         server = Server(config, CACHE / "server.log")
         server.log_path.write_bytes(b"")
         results: dict[str, dict[str, Any]] = {}
@@ -438,6 +469,8 @@ def main() -> int:
         "config": str(config.relative_to(ROOT)),
         "dropped_config_keys": dropped,
         "server_starts": server.starts,
+        "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(),
+        "livehub": _livehub_revision(),
         "files": results,
     }
     exit_code = 0
@@ -463,6 +496,9 @@ def main() -> int:
         exit_code = 1 if regressions else 0
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(table(results))
+    if any(t["status"] == "failed" for r in results.values() for t in r["tests"]):
+        print("most frequent failures (first line of the message):")
+        print(reasons(results))
     log(f"centrifuge-js {full[:12]}: results and server.log in {CACHE.relative_to(ROOT)}")
     return exit_code
 
