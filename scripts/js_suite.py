@@ -6,8 +6,8 @@ the way its CI does against Centrifugo, and report passed/failed/skipped per fil
 What it does, as the SDK's CI (.github/workflows/ci.yml: ``yarn install``, Centrifugo in docker
 with centrifugo_test.json on port 8000, ``yarn test``):
 
-1. exports the pinned commit of the SDK's git repository (``$CENTRIFUGE_JS_SRC``, default the mirror
-   path below) into ``.cache/centrifuge-js/<commit>`` and installs its dependencies from its
+1. exports the pinned commit of the SDK's git repository (``$CENTRIFUGE_JS_SRC``, default
+   ``.cache/centrifuge-js/repo``) into ``.cache/centrifuge-js/<commit>`` and installs its dependencies from its
    yarn.lock (``yarn install --frozen-lockfile``, yarn 1 fetched by npx from the npm registry);
 2. derives the server config from the SDK's centrifugo_test.json: ``host.docker.internal`` (docker's
    name for the host) becomes 127.0.0.1, and the keys livehub would refuse are dropped and listed
@@ -43,7 +43,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "centrifuge-js"
 RESULTS = CACHE / "results.json"
-DEFAULT_SRC = "/work/.mirror/centrifugal+centrifuge-js/repo"
+#: Where the repository is looked for when CENTRIFUGE_JS_SRC is not set (a clone or a bare mirror).
+DEFAULT_SRC = str(CACHE / "repo")
 #: The SDK commit the expected list was measured at (centrifuge-js master, "Fix localStorage access
 #: error in Safari private browsing mode (#378)").
 PINNED_COMMIT = "c9e867858f703ef7e0b4c68e77004b36b3490214"
