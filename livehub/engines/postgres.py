@@ -410,6 +410,8 @@ class Listener:
                 raise ConnectionError("LISTEN connection closed")
             except LISTEN_ERRORS as exc:
                 log.warning("postgresql %s: LISTEN connection lost: %r", channel, exc)
+            except Exception:  # a bug must not end the LISTEN connection for good
+                log.exception("postgresql %s: LISTEN connection failed", channel)
             finally:
                 self._up.clear()
                 self._tried.set()
