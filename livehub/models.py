@@ -54,3 +54,25 @@ class Credentials:
     channels: tuple[str, ...] = ()
     expire_at: int = 0
     data: bytes | None = None
+    #: Kept by the server with the connection, never shown to the client (connect proxy's ``meta``).
+    meta: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeGrant:
+    """A subscribe hook letting a client in with what a subscription token would carry."""
+
+    info: bytes | None = None
+    data: bytes | None = None
+    #: Unix time at which the subscription expires (0: never).
+    expire_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Prolongation:
+    """A refresh or sub_refresh hook's answer for an expiring connection or subscription."""
+
+    expired: bool = False
+    #: The new expiry, Unix time (0: never).
+    expire_at: int = 0
+    info: bytes | None = None

@@ -102,6 +102,10 @@ PUBLICATION: Schema = {
     "delta": (8, _BOOL, None),
     "time": (9, _VARINT, None),
     "channel": (10, _STRING, None),
+    "key": (11, _STRING, None),
+    "removed": (12, _BOOL, None),
+    "epoch": (14, _STRING, None),
+    "version": (16, _VARINT, None),
 }
 SUBSCRIBE_RESULT: Schema = {
     "expires": (1, _BOOL, None),
@@ -115,6 +119,7 @@ SUBSCRIBE_RESULT: Schema = {
     "data": (11, _BYTES, None),
     "was_recovering": (12, _BOOL, None),
     "delta": (13, _BOOL, None),
+    "type": (15, _VARINT, None),
 }
 CONNECT_RESULT: Schema = {
     "client": (1, _STRING, None),
@@ -193,7 +198,11 @@ REPLY: Schema = {
             "ttl": (4, _VARINT, None),
         },
     ),
-    "sub_refresh": (15, _MESSAGE, _EXPIRES),
+    "sub_refresh": (
+        15,
+        _MESSAGE,
+        {"expires": (1, _BOOL, None), "ttl": (2, _VARINT, None), "items": (3, _REPEATED, PUBLICATION)},
+    ),
 }
 
 
@@ -419,7 +428,32 @@ def _subscribe(f: _Fields) -> SubscribeParams:
         join_leave=_bool(f, 11),
         delta=_str(f, 12),
         flag=_int(f, 14, signed=True),
+        type=_int32(f, 15),
     )
+
+
+def _sub_refresh(f: _Fields) -> SubRefreshParams:
+    batches = []
+    for raw in f.get(4, ()):
+        if not isinstance(raw, bytes):
+            raise disconnect_bad_request()
+        batch = _fields(raw)
+        items = []
+        for raw_item in batch.get(2, ()):
+            if not isinstance(raw_item, bytes):
+                raise disconnect_bad_request()
+            item = _fields(raw_item)
+            items.append((_str(item, 1), _int(item, 2)))
+        batches.append((_str(batch, 1), tuple(items)))
+    untrack = []
+    for raw in f.get(5, ()):
+        if not isinstance(raw, bytes):
+            raise disconnect_bad_request()
+        try:
+            untrack.append(raw.decode())
+        except UnicodeDecodeError:
+            raise disconnect_bad_request() from None
+    return SubRefreshParams(_str(f, 1), _str(f, 2), _int32(f, 3), tuple(batches), tuple(untrack))
 
 
 def _history(f: _Fields) -> HistoryParams:
@@ -442,7 +476,7 @@ _PARSERS: dict[int, tuple[str, Any]] = {
     12: ("send", lambda f: SendParams(_bytes(f, 1))),
     13: ("rpc", lambda f: RPCParams(_str(f, 2), _bytes(f, 1))),
     14: ("refresh", lambda f: RefreshParams(_str(f, 1))),
-    15: ("sub_refresh", lambda f: SubRefreshParams(_str(f, 1), _str(f, 2))),
+    15: ("sub_refresh", _sub_refresh),
 }
 
 
