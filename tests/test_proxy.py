@@ -309,3 +309,34 @@ def test_shared_poll_through_the_proxy(tmp_path: Path, back: Backend) -> None:
         )
         one.close()
         two.close()
+
+
+def test_sub_refresh_proxy_prolongs_then_ends_a_subscription(tmp_path: Path, back: Backend) -> None:
+    back.answers["/subscribe"] = lambda body: {"result": {"expire_at": int(time.time()) + 1}}
+    calls = {"n": 0}
+
+    def sub_refresh(body: dict[str, Any]) -> Any:
+        calls["n"] += 1
+        return (
+            {"result": {"expire_at": int(time.time()) + 2}}
+            if calls["n"] == 1
+            else {"result": {"expired": True}}
+        )
+
+    back.answers["/sub_refresh"] = sub_refresh
+    config = _config(tmp_path, back)
+    data = json.loads(config.read_text())
+    data["channel"]["proxy"]["sub_refresh"] = {"endpoint": back.url("/sub_refresh")}
+    data["channel"]["namespaces"][0]["sub_refresh_proxy_enabled"] = True
+    config.write_text(json.dumps(data))
+    with serve(config) as port:
+        client = Client(port)
+        client.call("connect", {})
+        result = client.call("subscribe", {"channel": "room:1"})["result"]
+        assert "expires" not in result  # the server asks the backend, not the client
+        push = client.push(timeout=8)
+        assert push == {"channel": "room:1", "unsubscribe": {"code": 2501, "reason": "subscription expired"}}
+        requests = back.seen("/sub_refresh")
+        assert len(requests) == 2
+        assert requests[0].body["channel"] == "room:1" and requests[0].body["user"] == "alice"
+        client.close()
