@@ -205,3 +205,34 @@ async def test_python_hooks_and_proxies_are_one_hook(back: Backend) -> None:
             await one.subscribe("chat:vip")
         assert python_says_no.value.code == 103
         assert [r.body["channel"] for r in back.seen("/subscribe")] == ["room:ok", "room:no"]
+
+
+def _field(number: int, payload: bytes | int) -> bytes:
+    from livehub.protocol.protobuf import delimited, varint
+
+    if isinstance(payload, int):
+        return varint(number << 3) + varint(payload)
+    return varint(number << 3 | 2) + delimited(payload)
+
+
+def test_protobuf_track_command_and_keyed_publication() -> None:
+    """The hand-written codec: SubRefreshRequest's type/track/untrack, SubscribeRequest's type,
+    a Publication's key/version/removed (field numbers of the protocol's client.proto)."""
+    from livehub.protocol.protobuf import decode_command, encode_push, encode_reply
+
+    item = _field(1, b"k1") + _field(2, 7)
+    batch = _field(1, b"1:2:sig") + _field(2, item) + _field(2, _field(1, b"k2"))
+    request = _field(1, b"votes:1") + _field(3, 1) + _field(4, batch) + _field(5, b"old")
+    command = decode_command(_field(1, 3) + _field(15, request))
+    assert command.method == "sub_refresh"
+    params = command.request
+    assert params.type == 1
+    assert params.track == (("1:2:sig", (("k1", 7), ("k2", 0))),)
+    assert params.untrack == ("old",)
+    subscribe = decode_command(_field(1, 4) + _field(5, _field(1, b"votes:1") + _field(15, 4)))
+    assert subscribe.request.type == 4
+    push = encode_push("votes:1", "pub", {"key": "k1", "version": 300, "removed": True})
+    pub = _field(11, b"k1") + _field(16, 300) + _field(12, 1)  # in the dict's order
+    assert push.endswith(_field(4, pub))
+    reply = encode_reply(5, "subscribe", {"type": 4, "epoch": "abcd1234"})
+    assert _field(15, 4) in reply and b"abcd1234" in reply

@@ -225,10 +225,16 @@ class Session:
         self.disconnect(codes.disconnect_no_pong())
 
     def _on_expired(self) -> None:
-        if self._expires_at and self._expires_at <= self._clock.time():
-            if self.node.refresh_hook is not None:
+        if not self._expires_at:
+            return
+        remaining = self._expires_at - self._clock.time()
+        if self.node.refresh_hook is not None:  # the refresh proxy is asked at the expiry itself
+            if remaining > 0:
+                self._timer("expire", remaining, self._on_expired)
+            else:
                 self._spawn(self._refresh_by_hook())
-                return
+            return
+        if remaining <= 0:
             self.disconnect(codes.disconnect_expired())
 
     async def _refresh_by_hook(self) -> None:
