@@ -213,6 +213,12 @@ class EnabledProxy(ProxySettings):
     #: Ask this proxy (its ``endpoint`` must be set).
     enabled: bool = False
 
+    @model_validator(mode="after")
+    def _endpoint_when_enabled(self) -> EnabledProxy:
+        if self.enabled and not self.endpoint:
+            raise ValueError("an enabled proxy needs an endpoint")
+        return self
+
 
 class ClientProxySettings(Section):
     #: Asked at ``connect`` when the client sends no token: who the connection is.

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -43,13 +42,6 @@ MAX_CONNECTIONS = 100
 
 class ProxyFailure(Exception):
     """The backend could not be asked, or did not answer usably."""
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyReply:
-    """A backend's usable answer: ``result`` (an object, maybe empty)."""
-
-    result: dict[str, Any]
 
 
 class ProxyClient:

@@ -45,8 +45,7 @@ class ProxyHooks:
     async def _ask(
         self, kind: str, proxy: ProxySettings, body: dict[str, Any], session: Session | None
     ) -> dict[str, Any]:
-        result = await self.proxies.ask(kind, proxy, body, session.scope if session is not None else None)
-        return result
+        return await self.proxies.ask(kind, proxy, body, session.scope if session is not None else None)
 
     def _failure(self, kind: str, exc: ProxyFailure) -> codes.Error:
         log.warning("%s proxy: unusable result: %s", kind, exc)
