@@ -56,6 +56,8 @@ class Credentials:
     data: bytes | None = None
     #: Kept by the server with the connection, never shown to the client (connect proxy's ``meta``).
     meta: bytes | None = None
+    #: What server-side subscriptions of ``channels`` carry, by channel (connect proxy's ``subs``).
+    grants: dict[str, SubscribeGrant] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,6 +118,7 @@ def back() -> Iterator[Backend]:
                 "user": "alice",
                 "info": {"name": "Alice"},
                 "channels": ["news:all"],
+                "subs": {"news:vip": {"data": {"row": 1}}},
                 "data": {"welcome": True},
                 "meta": {"plan": "gold"},
             }
@@ -134,6 +135,7 @@ def test_connect_proxy_sets_user_info_channels_and_forwards_allowed_headers(
         result = reply["result"]
         assert result["data"] == {"welcome": True}
         assert "news:all" in result["subs"]
+        assert result["subs"]["news:vip"]["data"] == {"row": 1}
         (request,) = back.seen("/connect")
         body = request.body
         assert body["client"] == result["client"]

@@ -109,11 +109,21 @@ def forwarded_headers(proxy: ProxySettings, scope: dict[str, Any] | None) -> dic
     return out
 
 
-def put_data(body: dict[str, Any], proxy: ProxySettings, data: bytes | None, name: str = "data") -> None:
-    """Client data into a request: raw JSON, or base64 with ``binary_encoding``."""
+def put_data(
+    body: dict[str, Any], proxy: ProxySettings, data: bytes | None, binary: bool = False, name: str = "data"
+) -> None:
+    """Client data into a request: raw JSON, or base64 with ``binary_encoding`` (and for data
+    of a Protobuf client that is not JSON)."""
     if data is None:
         return
-    if proxy.binary_encoding:
+    if not proxy.binary_encoding and binary:
+        try:
+            orjson.loads(data)
+        except orjson.JSONDecodeError:
+            binary = True
+        else:
+            binary = False
+    if proxy.binary_encoding or binary:
         body["b64" + name] = base64.b64encode(data).decode()
     else:
         body[name] = orjson.Fragment(data)

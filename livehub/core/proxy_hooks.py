@@ -57,7 +57,7 @@ class ProxyHooks:
         proxy = self.settings.client.proxy.connect
         body = self.proxies.base(session, proxy)
         body.pop("user", None)
-        put_data(body, proxy, req.data)
+        put_data(body, proxy, req.data, session.encoding.binary)
         if req.name:
             body["name"] = req.name
         if req.version:
@@ -73,6 +73,13 @@ class ProxyHooks:
             if not isinstance(subs, dict):
                 raise ProxyFailure("subs is not an object")
             meta = result.get("meta")
+            grants = {}
+            for channel, options in subs.items():
+                if not isinstance(options, dict):
+                    raise ProxyFailure("subs has an item that is not an object")
+                grants[_str_or_fail(channel, "channel")] = SubscribeGrant(
+                    take_data(options, "info"), take_data(options, "data"), take_int(options, "expire_at")
+                )
             return Credentials(
                 user=_str_or_fail(result.get("user", ""), "user"),
                 info=take_data(result, "info"),
@@ -80,6 +87,7 @@ class ProxyHooks:
                 expire_at=take_int(result, "expire_at"),
                 data=take_data(result, "data"),
                 meta=None if meta is None else orjson.dumps(meta),
+                grants=grants,
             )
         except ProxyFailure as exc:
             raise self._failure("connect", exc) from None
@@ -111,7 +119,7 @@ class ProxyHooks:
         proxy = self.proxies.named(opts.subscribe_proxy_name, self.settings.channel.proxy.subscribe)
         body = self.proxies.base(session, proxy)
         body["channel"] = channel
-        put_data(body, proxy, data)
+        put_data(body, proxy, data, session.encoding.binary)
         result = await self._ask("subscribe", proxy, body, session)
         try:
             return SubscribeGrant(
@@ -130,7 +138,7 @@ class ProxyHooks:
         proxy = self.proxies.named(opts.publish_proxy_name, self.settings.channel.proxy.publish)
         body = self.proxies.base(session, proxy)
         body["channel"] = channel
-        put_data(body, proxy, data)
+        put_data(body, proxy, data, session.encoding.binary)
         result = await self._ask("publish", proxy, body, session)
         try:
             changed = take_data(result, "data")
@@ -171,7 +179,7 @@ class ProxyHooks:
             raise codes.error_method_not_found()
         body = self.proxies.base(session, proxy)
         body["method"] = method
-        put_data(body, proxy, data)
+        put_data(body, proxy, data, session.encoding.binary)
         result = await self._ask("rpc", proxy, body, session)
         try:
             return take_data(result, "data")

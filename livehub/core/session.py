@@ -364,6 +364,7 @@ class Session:
         node, cfg = self.node, self.cfg
         expires_at = 0
         channels: list[str] = []
+        creds: Credentials | None = None
         if req.token:
             if not node.connect_verifier.enabled:
                 raise codes.disconnect_invalid_token()
@@ -423,6 +424,9 @@ class Session:
             params = SubscribeOptions(
                 recover=recovery.recover, offset=recovery.offset, epoch=recovery.epoch, join_leave=True
             )
+            grant = creds.grants.get(channel) if creds is not None else None
+            if grant is not None:
+                params.info, params.data, params.expires_at = grant.info, grant.data, grant.expire_at
             subs[channel] = await self._subscribe(channel, opts, params)
             if opts.join_leave:
                 self._joins.append(channel)
