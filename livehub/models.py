@@ -71,6 +71,16 @@ class SubscribeGrant:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishGrant:
+    """A publish hook letting a publication through, with how to publish it."""
+
+    data: bytes
+    skip_history: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Prolongation:
     """A refresh or sub_refresh hook's answer for an expiring connection or subscription."""
 

@@ -183,7 +183,9 @@ def test_subscribe_proxy_refuses_with_custom_code(tmp_path: Path, back: Backend)
 
 def test_publish_proxy_changes_the_data_subscribers_get(tmp_path: Path, back: Backend) -> None:
     back.answers["/subscribe"] = lambda body: {"result": {}}
-    back.answers["/publish"] = lambda body: {"result": {"data": {"text": body["data"]["text"].upper()}}}
+    back.answers["/publish"] = lambda body: {
+        "result": {"data": {"text": body["data"]["text"].upper()}, "tags": {"lang": "en"}}
+    }
     with serve(_config(tmp_path, back)) as port:
         client = Client(port)
         client.call("connect", {})
@@ -192,6 +194,7 @@ def test_publish_proxy_changes_the_data_subscribers_get(tmp_path: Path, back: Ba
         push = client.push()
         assert push["channel"] == "room:1"
         assert push["pub"]["data"] == {"text": "HI"}
+        assert push["pub"]["tags"] == {"lang": "en"}
         back.answers["/publish"] = lambda body: {"error": {"code": 4000, "message": "spam"}}
         assert client.call("publish", {"channel": "room:1", "data": {"text": "buy"}})["error"]["code"] == 4000
         client.close()

@@ -41,6 +41,7 @@ from livehub.models import (
     PresenceStats,
     Prolongation,
     Publication,
+    PublishGrant,
     StreamPosition,
     SubscribeGrant,
 )
@@ -69,8 +70,9 @@ APIRPCHandler = Callable[[bytes | None], Awaitable[Any]]
 #: ``hook(session, channel, data) -> True/False`` (or a grant: True with what a subscription
 #: token would carry), or None when no app rule covers the channel.
 SubscribeHook = Callable[["Session", str, bytes | None], Awaitable[bool | SubscribeGrant | None]]
-#: ``hook(session, channel, data) -> data to publish``, or None when no app rule covers it.
-PublishHook = Callable[["Session", str, bytes], Awaitable[bytes | None]]
+#: ``hook(session, channel, data) -> data to publish`` (or a grant: the data and how to publish
+#: it), or None when no app rule covers it.
+PublishHook = Callable[["Session", str, bytes], Awaitable[bytes | PublishGrant | None]]
 DisconnectHook = Callable[["Session"], Awaitable[None]]
 #: ``hook(scope) -> who the connection is``: resolves a connection from its opening handshake,
 #: given as an ASGI ``websocket`` scope (every transport builds one). Credentials let it in;

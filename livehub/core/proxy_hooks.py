@@ -15,7 +15,7 @@ import orjson
 
 from livehub.core.proxy import Proxies, ProxyFailure, put_data, take_data, take_int
 from livehub.core.shared_poll import Polled, PollResult
-from livehub.models import Credentials, Prolongation, SubscribeGrant
+from livehub.models import Credentials, Prolongation, PublishGrant, SubscribeGrant
 from livehub.protocol import codes
 from livehub.protocol.commands import ConnectParams
 from livehub.settings import ProxySettings
@@ -130,7 +130,7 @@ class ProxyHooks:
         except ProxyFailure as exc:
             raise self._failure("subscribe", exc) from None
 
-    async def publish(self, session: Session, channel: str, data: bytes) -> bytes | None:
+    async def publish(self, session: Session, channel: str, data: bytes) -> bytes | PublishGrant | None:
         opts = self.node.rules.options(channel)
         if not opts.publish_proxy_enabled:
             previous = self.previous_publish
@@ -142,9 +142,18 @@ class ProxyHooks:
         result = await self._ask("publish", proxy, body, session)
         try:
             changed = take_data(result, "data")
+            tags = result.get("tags") or {}
+            if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+                raise ProxyFailure("tags is not an object of strings")
+            key = result.get("idempotency_key") or ""
+            return PublishGrant(
+                data if changed is None else changed,
+                skip_history=bool(result.get("skip_history", False)),
+                tags={str(k): v for k, v in tags.items()},
+                idempotency_key=_str_or_fail(key, "idempotency_key"),
+            )
         except ProxyFailure as exc:
             raise self._failure("publish", exc) from None
-        return data if changed is None else changed
 
     def sub_refresh_enabled(self, channel: str) -> bool:
         return self.node.rules.options(channel).sub_refresh_proxy_enabled

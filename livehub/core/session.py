@@ -28,7 +28,14 @@ from livehub.core.outbox import Outbox, Transport
 from livehub.core.subscribe import SubscribeOptions, subscribe
 from livehub.core.subscription import Subscription, release
 from livehub.engines.base import EngineUnavailable, HistoryOptions
-from livehub.models import ClientInfo, Credentials, Prolongation, StreamPosition, SubscribeGrant
+from livehub.models import (
+    ClientInfo,
+    Credentials,
+    Prolongation,
+    PublishGrant,
+    StreamPosition,
+    SubscribeGrant,
+)
 from livehub.protocol import codes
 from livehub.protocol.codec import info_dict
 from livehub.protocol.codec import publication_dict as pub_dict
@@ -630,8 +637,8 @@ class Session:
             raise codes.error_bad_request()
         opts = self.node.rules.options(req.channel)
         hook = self.node.publish_hook
-        data = await hook(self, req.channel, req.data) if hook is not None else None
-        if data is None:
+        allowed = await hook(self, req.channel, req.data) if hook is not None else None
+        if allowed is None:
             if not self._allowed(
                 req.channel,
                 opts.allow_publish_for_client,
@@ -639,8 +646,16 @@ class Session:
                 opts.allow_publish_for_anonymous,
             ):
                 raise codes.error_permission_denied()
-            data = req.data
-        await self.node.publish(req.channel, data, info=self.info(self.subs.get(req.channel)))
+            allowed = req.data
+        grant = allowed if isinstance(allowed, PublishGrant) else PublishGrant(allowed)
+        await self.node.publish(
+            req.channel,
+            grant.data,
+            info=self.info(self.subs.get(req.channel)),
+            tags=grant.tags,
+            idempotency_key=grant.idempotency_key,
+            skip_history=grant.skip_history,
+        )
         return {}
 
     def _check_presence(self, channel: str) -> None:
