@@ -41,14 +41,18 @@ class Client:
         """The reply to one command (``result`` or ``error``)."""
         wanted = self.send(method, params)
         deadline = time.monotonic() + timeout
-        while True:
+        reply: dict[str, Any] | None = None
+        while reply is None:
             for message in self._read(max(0.01, deadline - time.monotonic())):
                 if message.get("id") == wanted:  # {"id": 1, "<method>": result} or {"error": ...}
-                    if "error" in message:
-                        return {"error": message["error"]}
-                    return {"result": message.get(method, {})}
-                if "push" in message:
+                    reply = (
+                        {"error": message["error"]}
+                        if "error" in message
+                        else {"result": message.get(method, {})}
+                    )
+                elif "push" in message:  # pushes before and after the reply, in the same frame too
                     self.pushes.append(message["push"])
+        return reply
 
     def push(self, timeout: float = 10.0) -> dict[str, Any]:
         if self.pushes:
