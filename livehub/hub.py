@@ -41,7 +41,7 @@ from livehub.core.channels import (
 from livehub.core.control import DisconnectUser, SubscribeUser, Target, UnsubscribeUser
 from livehub.core.node import Node
 from livehub.core.session import Session
-from livehub.core.shared_poll import Polled, PollResult
+from livehub.core.shared_poll import PolledItem, PollResult
 from livehub.dependencies import Callback
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.protocol.codes import Disconnect, Error, error_internal
@@ -337,7 +337,7 @@ class Hub:
 
         ``keys`` maps each key to the version the node has (0: none). Return a dict
         ``{key: value}`` (JSON values; versionless mode numbers the changes itself) or a list
-        of :class:`~livehub.core.shared_poll.Polled` (``key``, ``data`` as JSON bytes,
+        of :class:`~livehub.core.shared_poll.PolledItem` (``key``, ``data`` as JSON bytes,
         ``version``, ``removed``) for versioned mode. Keys left out are unchanged.
         """
         compiled = ChannelPattern(pattern)
@@ -355,7 +355,7 @@ class Hub:
             if params is not None:
                 answer = await func(dict(items), **params)
                 if isinstance(answer, dict):
-                    polled = [Polled(key, to_json(value)) for key, value in answer.items()]
+                    polled = [PolledItem(key, to_json(value)) for key, value in answer.items()]
                 else:
                     polled = list(answer or ())
                 return PollResult(polled)

@@ -13,7 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from livehub.core.shared_poll import sign
+from livehub.core.shared_poll import sign_keys
 from tests.backend import Backend, backend
 from tests.servers import serve
 
@@ -291,7 +291,7 @@ def test_shared_poll_through_the_proxy(tmp_path: Path, back: Backend) -> None:
             {"channel": "votes:post", "type": 1, "track": [{"signature": "1:2:x", "items": [{"key": "a"}]}]},
         )
         assert bad["error"]["code"] == 103
-        signature = sign("s3", "votes:post", ["a"], "alice")
+        signature = sign_keys("s3", "votes:post", ["a"], "alice")
         for c in (one, two):
             reply = c.call(
                 "sub_refresh",

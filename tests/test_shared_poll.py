@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from livehub import Hub, Settings
-from livehub.core.shared_poll import Polled, sign, verify_signature
+from livehub.core.shared_poll import PolledItem, sign_keys, verify_signature
 from livehub.protocol.codes import Error
 from livehub.settings import SharedPollSettings
 from livehub.testing import HubTestClient, ProtocolError
@@ -23,7 +23,7 @@ SECRET = "poll-secret"
 
 def test_signature_verifies_for_its_keys_user_and_channel_only() -> None:
     cfg = SharedPollSettings(hmac_secret_key=SECRET)
-    good = sign(SECRET, "votes:1", ["a", "b"], "alice", ttl=60)
+    good = sign_keys(SECRET, "votes:1", ["a", "b"], "alice", ttl=60)
     assert verify_signature(cfg, "votes:1", good, ["a", "b"], "alice") > time.time()
     for channel, keys, user in [
         ("votes:2", ["a", "b"], "alice"),
@@ -36,7 +36,7 @@ def test_signature_verifies_for_its_keys_user_and_channel_only() -> None:
     with pytest.raises(Error) as malformed:
         verify_signature(cfg, "votes:1", "garbage", ["a"], "alice")
     assert malformed.value.code == 103
-    expired = sign(SECRET, "votes:1", ["a"], "alice", ttl=-60)
+    expired = sign_keys(SECRET, "votes:1", ["a"], "alice", ttl=-60)
     with pytest.raises(Error) as late:
         verify_signature(cfg, "votes:1", expired, ["a"], "alice")
     assert late.value.code == 109
@@ -70,7 +70,7 @@ def _app(mode: str = "", max_keys: int = 100, per_node: int = 1000) -> tuple[Fas
     async def poll(keys: dict[str, int], post: str) -> Any:
         state["asked"].append((post, dict(keys)))
         if mode == "versioned":
-            return [Polled(k, *state["values"][k]) for k in keys if k in state["values"]]
+            return [PolledItem(k, *state["values"][k]) for k in keys if k in state["values"]]
         return {k: state["values"][k] for k in keys if k in state["values"]}
 
     app = FastAPI(lifespan=hub.lifespan)
@@ -83,7 +83,7 @@ def _track(channel: str, keys: list[str], versions: dict[str, int] | None = None
     return {
         "channel": channel,
         "type": 1,
-        "track": [{"signature": sign(SECRET, channel, keys, ""), "items": items}],
+        "track": [{"signature": sign_keys(SECRET, channel, keys, ""), "items": items}],
     }
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from livehub.core.proxy import Proxies, ProxyFailure, put_data, take_data, take_int
-from livehub.core.shared_poll import Polled, PollResult
+from livehub.core.shared_poll import PolledItem, PollResult
 from livehub.models import Credentials, Prolongation, PublishGrant, SubscribeGrant
 from livehub.protocol import codes
 from livehub.protocol.commands import ConnectParams
@@ -220,7 +220,7 @@ class ProxyHooks:
                 if not isinstance(item, dict):
                     raise ProxyFailure("an item is not an object")
                 polled.append(
-                    Polled(
+                    PolledItem(
                         key=_str_or_fail(item.get("key", ""), "key"),
                         data=take_data(item, "data"),
                         version=take_int(item, "version"),

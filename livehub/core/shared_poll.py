@@ -44,7 +44,7 @@ GRACE_SECONDS = 5
 
 
 @dataclass(frozen=True, slots=True)
-class Polled:
+class PolledItem:
     """One item of the backend's answer."""
 
     key: str
@@ -55,7 +55,7 @@ class Polled:
 
 @dataclass(frozen=True, slots=True)
 class PollResult:
-    items: list[Polled]
+    items: list[PolledItem]
     epoch: str = ""
 
 
@@ -64,7 +64,7 @@ class PollResult:
 SharedPollHook = Callable[[str, list[tuple[str, int]]], Awaitable["PollResult | None"]]
 
 
-def sign(
+def sign_keys(
     secret: str, channel: str, keys: list[str], user: str, ttl: int = 3600, now: int | None = None
 ) -> str:
     """A track signature for ``keys`` (what the app server gives its clients)."""
@@ -277,7 +277,7 @@ class SharedPoll:
                 for session in list(trackers):
                     self._untrack(poll, session, [item.key])
 
-    def _number(self, poll: ChannelPoll, item: Polled) -> int:
+    def _number(self, poll: ChannelPoll, item: PolledItem) -> int:
         """Versionless mode: the key's version, one more each time its data changes."""
         digest = hashlib.blake2b(item.data or b"", digest_size=16).digest()
         seen = poll.seen.get(item.key)
