@@ -70,6 +70,6 @@ __all__ = [
     "Publication",
     "Settings",
     "StreamPosition",
-    "__version__",
     "sign_keys",
+    "__version__",
 ]
