@@ -4,9 +4,9 @@
 # that repository's centrifugo_test.json, and print jest's summary.
 #
 # The tests start their own poll backend (ports 3010 and 3011, every interface); the config names
-# it host.docker.internal (that CI runs Centrifugo in Docker): here it is 127.0.0.1. Sections of
-# the config for what this run does not exercise and livehub may not have (map namespaces,
-# map_broker, the http_stream and sse transports, client.concurrency) are left out.
+# it host.docker.internal (that CI runs Centrifugo in Docker): here it is 127.0.0.1. Options of
+# the config this run does not exercise and livehub may refuse (the http_stream and sse
+# transports, client.concurrency) are left out.
 # Fixed ports (8000, 3010, 3011): run it under `flock /tmp/livehub-heavy.lock`.
 set -euo pipefail
 
@@ -22,13 +22,9 @@ fi
 "$ROOT/.venv/bin/python" - "$CJS/centrifugo_test.json" "$WORK/config.json" <<'PY'
 import json, sys
 config = json.load(open(sys.argv[1]))
-for key in ("map_broker", "http_stream", "sse"):
+for key in ("http_stream", "sse"):
     config.pop(key, None)
 config["client"].pop("concurrency", None)
-channel = config["channel"]
-channel["namespaces"] = [
-    ns for ns in channel["namespaces"] if ns.get("subscription_type", "stream") in ("stream", "shared_poll")
-]
 for proxy in config.get("proxies", []):
     proxy["endpoint"] = proxy["endpoint"].replace("host.docker.internal", "127.0.0.1")
 json.dump(config, open(sys.argv[2], "w"))
