@@ -33,7 +33,7 @@ PY
 "$ROOT/.venv/bin/python" -m livehub serve --host 127.0.0.1 --port 8000 --config "$WORK/config.json" \
     --log-level warning > "$WORK/serve.log" 2>&1 &
 SERVE=$!
-trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 150); do
     (echo > /dev/tcp/127.0.0.1/8000) 2>/dev/null && break
     kill -0 $SERVE 2>/dev/null || { cat "$WORK/serve.log"; exit 1; }
