@@ -117,6 +117,31 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
             "user_id_http_header"
         ).split()
     ),
+    "client.proxy.connect": frozenset("emulated_headers grpc".split()),
+    "client.proxy.connect.http": frozenset("status_to_code_transforms tls".split()),
+    "client.proxy.refresh": frozenset("emulated_headers grpc".split()),
+    "client.proxy.refresh.http": frozenset("status_to_code_transforms tls".split()),
+    "channel.proxy.subscribe": frozenset("emulated_headers grpc".split()),
+    "channel.proxy.subscribe.http": frozenset("status_to_code_transforms tls".split()),
+    "channel.proxy.publish": frozenset("emulated_headers grpc".split()),
+    "channel.proxy.publish.http": frozenset("status_to_code_transforms tls".split()),
+    "channel.proxy.sub_refresh": frozenset("emulated_headers grpc".split()),
+    "channel.proxy.sub_refresh.http": frozenset("status_to_code_transforms tls".split()),
+    "channel.proxy.shared_poll_refresh": frozenset("emulated_headers grpc".split()),
+    "channel.proxy.shared_poll_refresh.http": frozenset("status_to_code_transforms tls".split()),
+    "rpc.proxy": frozenset("emulated_headers grpc".split()),
+    "rpc.proxy.http": frozenset("status_to_code_transforms tls".split()),
+    "proxies[]": frozenset("emulated_headers grpc".split()),
+    "proxies[].http": frozenset("status_to_code_transforms tls".split()),
+    "channel.proxy": frozenset("map_publish map_remove subscribe_stream".split()),
+    "rpc": frozenset("ping".split()),
+    "shared_poll": frozenset("concurrency_limit".split()),
+    "channel.without_namespace.shared_poll": frozenset(
+        "channel_shutdown_delay publish_enabled track_expired_extra_delay".split()
+    ),
+    "channel.namespaces[].shared_poll": frozenset(
+        "channel_shutdown_delay publish_enabled track_expired_extra_delay".split()
+    ),
     "client.rate_limit": frozenset("client_command user_command".split()),
     "client.subscribe_to_user_personal_channel": frozenset(
         "enabled personal_channel_namespace single_connection".split()

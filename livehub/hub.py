@@ -41,6 +41,7 @@ from livehub.core.channels import (
 from livehub.core.control import DisconnectUser, SubscribeUser, Target, UnsubscribeUser
 from livehub.core.node import Node
 from livehub.core.session import Session
+from livehub.core.shared_poll import PolledItem, PollResult
 from livehub.dependencies import Callback
 from livehub.engines.base import MapStatePage, MapUpdate
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
@@ -194,6 +195,8 @@ class Hub:
         self.declared: list[ChannelSpec] = []
         self.rpcs: dict[str, RPCSpec] = {}
         self._connect: Callback | None = None
+        #: Shared poll functions by channel pattern (``shared_poll``).
+        self.pollers: list[tuple[ChannelPattern, Callable[..., Any]]] = []
         #: What runs with the app beside the node: outbox relays (:meth:`transactional_outbox`)
         #: and the enabled ``consumers`` of the settings.
         self.services: list[Service] = [_consumer(node, c) for c in self.settings.consumers if c.enabled]
@@ -358,6 +361,36 @@ class Hub:
             return func
 
         return register
+
+    def shared_poll(self, pattern: str) -> Callable[[F], F]:
+        """``poll(keys, <channel params>) -> items``: what the keys tracked in a shared poll
+        channel hold, asked once per ``refresh_interval`` for the keys this node's clients track.
+
+        ``keys`` maps each key to the version the node has (0: none). Return a dict
+        ``{key: value}`` (JSON values; versionless mode numbers the changes itself) or a list
+        of :class:`~livehub.core.shared_poll.PolledItem` (``key``, ``data`` as JSON bytes,
+        ``version``, ``removed``) for versioned mode. Keys left out are unchanged.
+        """
+        compiled = ChannelPattern(pattern)
+
+        def register(func: F) -> F:
+            self.pollers.append((compiled, func))
+            self.node.shared_poll_hook = self._shared_poll_hook
+            return func
+
+        return register
+
+    async def _shared_poll_hook(self, channel: str, items: list[tuple[str, int]]) -> PollResult | None:
+        for pattern, func in self.pollers:
+            params = pattern.match(channel)
+            if params is not None:
+                answer = await func(dict(items), **params)
+                if isinstance(answer, dict):
+                    polled = [PolledItem(key, to_json(value)) for key, value in answer.items()]
+                else:
+                    polled = list(answer or ())
+                return PollResult(polled)
+        return None
 
     def on_disconnect(self, func: F) -> F:
         """``handler(client, <dependencies>)``, called once when a connected client goes away."""

@@ -172,6 +172,123 @@ class ClientRateLimit(Section):
     client_command: ClientCommandRateLimit = ClientCommandRateLimit()
 
 
+# -- proxies: the app backend asked over HTTP (livehub.core.proxy)
+
+
+class ProxyHttpSettings(Section):
+    #: Headers added to every request to this proxy; forwarded client headers win over them.
+    static_headers: dict[str, str] = {}
+
+
+class ProxySettings(Section):
+    """One backend endpoint livehub asks over HTTP with JSON, as Centrifugo's proxies."""
+
+    #: ``http://...`` address that receives the POST; empty: no proxy.
+    endpoint: str = ""
+    #: The whole request, connection included; later is an internal error (100) for the client.
+    timeout: Duration = 1.0
+    #: Headers of the client's opening handshake forwarded to the backend (lower case names).
+    http_headers: list[str] = []
+    #: Centrifugo's gRPC metadata keys: livehub has no gRPC transport, so none arrive.
+    grpc_metadata: list[str] = []
+    #: Data goes as ``b64data`` (base64) instead of JSON ``data``.
+    binary_encoding: bool = False
+    #: Send the connection's ``meta`` (from the connect proxy) with every request.
+    include_connection_meta: bool = False
+    http: ProxyHttpSettings = ProxyHttpSettings()
+
+    @model_validator(mode="after")
+    def _http_endpoint(self) -> ProxySettings:
+        if self.endpoint and urlsplit(self.endpoint).scheme not in ("http", "https"):
+            raise ValueError(f"proxy endpoint {self.endpoint!r}: only http(s):// proxies are supported")
+        self.http_headers = [h.lower() for h in self.http_headers]
+        return self
+
+
+class NamedProxy(ProxySettings):
+    #: How namespaces (``subscribe_proxy_name``...) and RPC namespaces refer to it.
+    name: str = Field(pattern=r"^[-a-zA-Z0-9_.]+$")
+
+
+class EnabledProxy(ProxySettings):
+    #: Ask this proxy (its ``endpoint`` must be set).
+    enabled: bool = False
+
+    @model_validator(mode="after")
+    def _endpoint_when_enabled(self) -> EnabledProxy:
+        if self.enabled and not self.endpoint:
+            raise ValueError("an enabled proxy needs an endpoint")
+        return self
+
+
+class ClientProxySettings(Section):
+    #: Asked at ``connect`` when the client sends no token: who the connection is.
+    connect: EnabledProxy = EnabledProxy()
+    #: Asked when a connection expires, instead of the client refreshing its token.
+    refresh: EnabledProxy = EnabledProxy()
+
+
+class ChannelProxySettings(Section):
+    """The proxies namespaces name ``"default"`` (or by leaving the name empty)."""
+
+    subscribe: ProxySettings = ProxySettings()
+    publish: ProxySettings = ProxySettings()
+    sub_refresh: ProxySettings = ProxySettings()
+    shared_poll_refresh: ProxySettings = ProxySettings()
+
+
+class RpcOptions(Section):
+    #: RPC calls of these methods go to the RPC proxy (unless the app serves the method).
+    proxy_enabled: bool = False
+    #: The proxy asked: ``"default"`` is ``rpc.proxy``, other names are items of ``proxies``.
+    proxy_name: str = "default"
+
+
+class RpcNamespace(RpcOptions):
+    #: Methods named ``<name>:…`` belong to this namespace.
+    name: str = Field(pattern=r"^[-a-zA-Z0-9_.]{2,}$")
+
+
+class RpcSettings(Section):
+    #: The RPC proxy named ``"default"``.
+    proxy: ProxySettings = ProxySettings()
+    without_namespace: RpcOptions = RpcOptions()
+    namespaces: list[RpcNamespace] = []
+    #: Separates an RPC namespace's name from the method's.
+    namespace_boundary: str = ":"
+
+
+class SharedPollSettings(Section):
+    """Keys that clients of shared poll subscriptions track are signed by the app with this
+    HMAC key (``livehub.core.shared_poll``)."""
+
+    #: The key track signatures are verified with (HMAC-SHA256).
+    hmac_secret_key: str = ""
+    #: The key before a rotation, accepted as well.
+    hmac_previous_secret_key: str = ""
+    #: Unix time after which signatures issued are no longer checked with the previous key (0: always).
+    hmac_previous_secret_key_valid_until: int = 0
+    #: livehub's: distinct keys tracked on this node, over every channel (error 106 beyond).
+    max_keys_per_node: Annotated[int, Field(ge=1)] = 100_000
+
+
+class SharedPollOptions(Section):
+    """A ``subscription_type: shared_poll`` namespace: how its keys are polled."""
+
+    #: The proxy asked for the tracked keys (``"default"``: ``channel.proxy.shared_poll_refresh``);
+    #: an app embedding livehub may give a Python function instead (``Hub.shared_poll``).
+    proxy_name: str = "default"
+    #: How often the node asks the backend for the tracked keys.
+    refresh_interval: Duration = 5.0
+    #: Keys asked in one request to the backend at most.
+    refresh_batch_size: Annotated[int, Field(ge=1)] = 1000
+    #: Keys one connection may track in one channel (error 106 beyond it).
+    max_keys_per_connection: Annotated[int, Field(ge=1)] = 1000
+    #: ``versioned``: the backend gives versions; ``""`` (versionless): livehub numbers the
+    #: changes of each key itself, under an epoch of the node.
+    mode: Literal["", "versioned", "versionless"] = ""
+
+
 class ClientSettings(Section):
     token: TokenSettings = TokenSettings()
     #: A separate key for subscription tokens; when disabled, ``token`` verifies both.
@@ -204,6 +321,7 @@ class ClientSettings(Section):
     connection_limit_per_ip: Annotated[int, Field(ge=0)] = 0
     #: Per-connection command rate limits (Centrifugo PRO's ``client.rate_limit``).
     rate_limit: ClientRateLimit = ClientRateLimit()
+    proxy: ClientProxySettings = ClientProxySettings()
     #: Bytes queued for one connection before it is disconnected as slow (3008).
     queue_max_size: Annotated[int, Field(ge=1024)] = 1_048_576
     history_max_publication_limit: Annotated[int, Field(ge=1)] = 300
@@ -333,8 +451,9 @@ class NamespaceOptions(Section):
     allowed_delta_types: list[str] = []
     delta_publish: bool = False
     #: ``stream`` (publications with history, the default), ``map`` (a key -> value state
-    #: clients load and follow), or the presence maps ``map_clients`` / ``map_users``.
-    subscription_type: Literal["", "stream", "map", "map_clients", "map_users"] = ""
+    #: clients load and follow), the presence maps ``map_clients`` / ``map_users``, or
+    #: ``shared_poll`` (keys polled from the backend, ``livehub.core.shared_poll``).
+    subscription_type: Literal["", "stream", "map", "map_clients", "map_users", "shared_poll"] = ""
     #: The map options of a map namespace.
     map: MapSettings = MapSettings()
     #: When set, each subscriber of a channel ``ch`` here is an entry (key: client id) of the
@@ -346,6 +465,19 @@ class NamespaceOptions(Section):
     allow_tags_filter: bool = False
     #: Told to map subscribers (``publish_debounce``, ms): the SDK debounces its publishes.
     client_publish_debounce_interval: Duration = 0.0
+    #: Proxies (``livehub.core.proxy``): the backend decides subscribe, publish and sub_refresh.
+    subscribe_proxy_enabled: bool = False
+    #: ``"default"``: ``channel.proxy.subscribe``; other names are items of ``proxies``.
+    subscribe_proxy_name: str = "default"
+    #: The backend allows, refuses or changes what clients publish (not tokens or options).
+    publish_proxy_enabled: bool = False
+    #: ``"default"``: ``channel.proxy.publish``; other names are items of ``proxies``.
+    publish_proxy_name: str = "default"
+    #: The backend prolongs expiring subscriptions (instead of the client's new token).
+    sub_refresh_proxy_enabled: bool = False
+    #: ``"default"``: ``channel.proxy.sub_refresh``; other names are items of ``proxies``.
+    sub_refresh_proxy_name: str = "default"
+    shared_poll: SharedPollOptions = SharedPollOptions()
 
     @property
     def history_enabled(self) -> bool:
@@ -387,6 +519,7 @@ class ChannelSettings(Section):
     namespaces: list[Namespace] = []
     max_length: Annotated[int, Field(ge=1)] = 255
     private_prefix: str = "$"
+    proxy: ChannelProxySettings = ChannelProxySettings()
     namespace_boundary: str = ":"
     user_boundary: str = "#"
     user_separator: str = ","
@@ -678,6 +811,10 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     node: NodeSettings = NodeSettings()
     demos: DemosSettings = DemosSettings()
+    #: Named proxies, which namespaces and RPC namespaces refer to by name.
+    proxies: list[NamedProxy] = []
+    rpc: RpcSettings = RpcSettings()
+    shared_poll: SharedPollSettings = SharedPollSettings()
     #: Async consumers (Centrifugo's): sources of server API commands the node runs.
     consumers: list[ConsumerSettings] = []
 

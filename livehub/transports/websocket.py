@@ -317,8 +317,9 @@ class ClientConnection(asyncio.Protocol):
         self._admitted = ip
         offered = offered_subprotocols(request)
         encoding, subprotocol = negotiate(offered, request.target.partition("?")[2])
-        if hook is None:
-            self._accept(key, subprotocol, encoding, None, None)
+        if hook is None:  # the handshake's scope only if proxies may forward its headers
+            scope = self._scope(request, offered) if node.proxy_hooks is not None else None
+            self._accept(key, subprotocol, encoding, None, scope)
             return
         self._pause(_HOOK)
         scope = self._scope(request, offered)
