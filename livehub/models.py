@@ -29,6 +29,9 @@ class Publication:
     info: ClientInfo | None = None
     tags: dict[str, str] = field(default_factory=dict)
     time: int = 0
+    #: What the publication is a value of (the protocol's ``Publication.key``): on a channel
+    #: with ``conflate``, a slow subscriber gets only the latest publication of each key.
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

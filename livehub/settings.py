@@ -258,6 +258,13 @@ class NamespaceOptions(Section):
     allow_user_limited_channels: bool = False
     allowed_delta_types: list[str] = []
     delta_publish: bool = False
+    #: livehub's: a subscriber the socket cannot keep up with gets only the latest
+    #: publication of each key (a publication's ``key``; the channel when it has none) instead
+    #: of being disconnected as slow (3008). Deltas are not sent on such channels.
+    conflate: bool = False
+    #: livehub's: keys of one channel a conflating subscriber may be behind on at once;
+    #: one more disconnects it as slow (3008), so memory stays bounded.
+    conflate_max_keys: Annotated[int, Field(ge=1)] = 1000
 
     @property
     def history_enabled(self) -> bool:

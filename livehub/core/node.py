@@ -249,8 +249,10 @@ class Node:
         tags: dict[str, str] | None = None,
         idempotency_key: str = "",
         skip_history: bool = False,
+        key: str = "",
     ) -> StreamPosition:
-        """Publish raw JSON ``data``; returns the stream position (0, "" without history)."""
+        """Publish raw JSON ``data``; returns the stream position (0, "" without history).
+        ``key`` says what the publication is a value of (see the ``conflate`` channel option)."""
         opts = self.options(channel)
         if self.data_validator is not None:
             data = self.data_validator(channel, data)
@@ -267,6 +269,7 @@ class Node:
                 tags=tags or {},
                 idempotency_key=idempotency_key,
                 use_delta=bool(opts.allowed_delta_types),
+                key=key,
             ),
         )
         return sp

@@ -67,6 +67,8 @@ def publication_dict(pub: Publication, data: Any = None, delta: bool = False) ->
         out["tags"] = pub.tags
     if pub.time:
         out["time"] = pub.time
+    if pub.key:
+        out["key"] = pub.key
     return out
 
 

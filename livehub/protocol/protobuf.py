@@ -102,6 +102,7 @@ PUBLICATION: Schema = {
     "delta": (8, _BOOL, None),
     "time": (9, _VARINT, None),
     "channel": (10, _STRING, None),
+    "key": (11, _STRING, None),
 }
 SUBSCRIBE_RESULT: Schema = {
     "expires": (1, _BOOL, None),
@@ -293,6 +294,8 @@ def encode_publication(
         msg += b"\x40\x01"  # delta = 8
     if pub.time:
         msg += b"\x48" + varint(pub.time)  # time = 9
+    if pub.key:
+        msg += b"\x5a" + delimited(pub.key.encode())  # key = 11
     push = (b"\x12" + delimited(channel.encode()) if channel else b"") + b"\x22" + delimited(msg)
     return delimited(b"\x22" + delimited(push))  # Reply.push = 4
 
