@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from livehub.api import api_router
 from livehub.asyncapi import asyncapi_document
 from livehub.client import Client, to_json
+from livehub.consuming import Consumers
 from livehub.core.channels import (
     ChannelConflict,
     ChannelOptions,
@@ -216,9 +217,12 @@ class Hub:
         self._app = app
         app.state.livehub_node = self.node  # how uvicorn's livehub protocol finds the hub
         await self.node.start()
+        consumers = Consumers(self.node)  # the config's async consumers, if any
         try:
+            await consumers.start()
             yield
         finally:
+            await consumers.stop()
             await self.node.stop()
 
     def _app_for(self, scope: dict[str, Any] | None) -> Any:

@@ -501,6 +501,128 @@ class DemosSettings(Section):
     enabled: bool = False
 
 
+class RedisStreamPublicationDataMode(Section):
+    """A stream entry is data to publish, not an API command: its fields name the channels."""
+
+    #: Publish the ``payload_value`` field into the channels the entry names.
+    enabled: bool = False
+    #: The entry field with the channels, comma-separated.
+    channels_value: str = "centrifugo-channels"
+    #: The entry field with the publication's idempotency key.
+    idempotency_key_value: str = "centrifugo-idempotency-key"
+    #: Entry fields starting with this are the publication's tags (the rest of the name).
+    tags_value_prefix: str = "centrifugo-tag-"
+
+
+class RedisStreamConsumerSettings(Section):
+    """Centrifugo's ``consumers[].redis_stream``: read API commands from Redis Streams
+    through a consumer group (entries acknowledged once executed)."""
+
+    #: ``host:port`` or a ``redis://`` URL (one Redis).
+    address: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = [
+        "127.0.0.1:6379"
+    ]
+    db: Annotated[int, Field(ge=0)] = 0
+    user: str = ""
+    password: str = ""
+    #: The streams (keys) to read.
+    streams: list[str] = []
+    #: The consumer group every node reading these streams joins (created if missing).
+    consumer_group: str = ""
+    #: An entry delivered but not acknowledged this long (its node died, or it failed) is
+    #: delivered again, to any node of the group.
+    visibility_timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 30.0
+    #: Entries executed at once, per stream: also the most read ahead (in flight).
+    num_workers: Annotated[int, Field(ge=1, le=1000)] = 1
+    #: The entry field holding the command (or, with ``method_value``, its request).
+    payload_value: str = "payload"
+    #: The entry field naming the API method; without it the payload is
+    #: ``{"method": ..., "payload": {...}}``.
+    method_value: str = "method"
+    publication_data_mode: RedisStreamPublicationDataMode = RedisStreamPublicationDataMode()
+
+
+class NatsJetStreamPublicationDataMode(Section):
+    """A message is data to publish, not an API command: its headers name the channels."""
+
+    enabled: bool = False
+    #: The header with the channels, comma-separated.
+    channels_header: str = "centrifugo-channels"
+    #: The header with the publication's idempotency key.
+    idempotency_key_header: str = "centrifugo-idempotency-key"
+    #: Headers starting with this are the publication's tags (the rest of the name).
+    tags_header_prefix: str = "centrifugo-tag-"
+
+
+class NatsJetStreamConsumerSettings(Section):
+    """Centrifugo's ``consumers[].nats_jetstream``: read API commands from a JetStream
+    stream through a durable consumer (messages acknowledged once executed)."""
+
+    url: str = "nats://127.0.0.1:4222"
+    username: str = ""
+    password: str = ""
+    token: str = ""
+    #: A NATS credentials file (wins over username/password and token).
+    credentials_file: str = ""
+    #: The stream to read (it must exist).
+    stream_name: str = ""
+    #: Subjects of the stream to read (none: all).
+    subjects: list[str] = []
+    #: The durable consumer: created (or updated) unless ``use_existing_consumer``.
+    durable_consumer_name: str = ""
+    #: Attach to a consumer made elsewhere; the options below are then its own.
+    use_existing_consumer: bool = False
+    #: Where a new consumer starts: ``new`` messages only, or ``all`` the stream holds.
+    deliver_policy: Literal["new", "all"] = "new"
+    #: Messages delivered and not yet acknowledged, at most (in flight).
+    max_ack_pending: Annotated[int, Field(ge=1)] = 100
+    #: The header naming the API method; without it the payload is
+    #: ``{"method": ..., "payload": {...}}``.
+    method_header: str = "centrifugo-method"
+    publication_data_mode: NatsJetStreamPublicationDataMode = NatsJetStreamPublicationDataMode()
+    tls: Enabled = Enabled()
+
+
+#: The consumer types livehub runs (Centrifugo has more: kafka, postgresql, ...).
+CONSUMER_TYPES = ("redis_stream", "nats_jetstream")
+
+
+class ConsumerSettings(Section):
+    """One of Centrifugo's ``consumers``: API commands read from a queue and executed as the
+    server API would, acknowledged once done (at least once)."""
+
+    #: Names the consumer in logs; unique.
+    name: str = Field(pattern=r"^[a-zA-Z0-9_]{2,}$")
+    #: Run it (a disabled consumer is checked, not run).
+    enabled: bool = False
+    type: str = ""
+    redis_stream: RedisStreamConsumerSettings = RedisStreamConsumerSettings()
+    nats_jetstream: NatsJetStreamConsumerSettings = NatsJetStreamConsumerSettings()
+
+    @model_validator(mode="after")
+    def _complete(self) -> ConsumerSettings:
+        if not self.enabled:
+            return self
+        if self.type not in CONSUMER_TYPES:
+            raise ValueError(
+                f"consumer {self.name!r}: type {self.type!r} is not one livehub runs "
+                f"({', '.join(CONSUMER_TYPES)})"
+            )
+        if self.type == "redis_stream":
+            cfg = self.redis_stream
+            if not (cfg.address and cfg.streams and cfg.consumer_group):
+                raise ValueError(
+                    f"consumer {self.name!r}: redis_stream needs address, streams and consumer_group"
+                )
+        else:
+            jet = self.nats_jetstream
+            if not (jet.url and jet.stream_name and jet.durable_consumer_name):
+                raise ValueError(
+                    f"consumer {self.name!r}: nats_jetstream needs url, stream_name and durable_consumer_name"
+                )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LIVEHUB_", env_nested_delimiter="__", extra="allow", case_sensitive=False
@@ -520,6 +642,8 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     node: NodeSettings = NodeSettings()
     demos: DemosSettings = DemosSettings()
+    #: Queues livehub reads API commands from (Centrifugo's async consumers).
+    consumers: list[ConsumerSettings] = []
 
     @classmethod
     def settings_customise_sources(
@@ -553,6 +677,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "engine.url and engine.type/broker/presence_manager both name an engine: keep one"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _unique_consumer_names(self) -> Settings:
+        names = [c.name for c in self.consumers]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"consumer name must be unique: {', '.join(twice)}")
         return self
 
     def namespace(self, name: str) -> NamespaceOptions | None:
