@@ -522,8 +522,11 @@ class RedisStreamConsumerSettings(Section):
     address: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = [
         "127.0.0.1:6379"
     ]
+    #: The Redis database number.
     db: Annotated[int, Field(ge=0)] = 0
+    #: Redis ACL user name, if any.
     user: str = ""
+    #: Redis password, if any.
     password: str = ""
     #: The streams (keys) to read.
     streams: list[str] = []
@@ -545,6 +548,7 @@ class RedisStreamConsumerSettings(Section):
 class NatsJetStreamPublicationDataMode(Section):
     """A message is data to publish, not an API command: its headers name the channels."""
 
+    #: Publish the message's data into the channels its headers name.
     enabled: bool = False
     #: The header with the channels, comma-separated.
     channels_header: str = "centrifugo-channels"
@@ -558,9 +562,13 @@ class NatsJetStreamConsumerSettings(Section):
     """Centrifugo's ``consumers[].nats_jetstream``: read API commands from a JetStream
     stream through a durable consumer (messages acknowledged once executed)."""
 
+    #: The NATS server.
     url: str = "nats://127.0.0.1:4222"
+    #: NATS user name (with ``password``), if any.
     username: str = ""
+    #: NATS password, if any.
     password: str = ""
+    #: NATS authentication token, if any.
     token: str = ""
     #: A NATS credentials file (wins over username/password and token).
     credentials_file: str = ""
@@ -580,6 +588,7 @@ class NatsJetStreamConsumerSettings(Section):
     #: ``{"method": ..., "payload": {...}}``.
     method_header: str = "centrifugo-method"
     publication_data_mode: NatsJetStreamPublicationDataMode = NatsJetStreamPublicationDataMode()
+    #: Connect over TLS (the system's trusted certificates).
     tls: Enabled = Enabled()
 
 
@@ -595,6 +604,7 @@ class ConsumerSettings(Section):
     name: str = Field(pattern=r"^[a-zA-Z0-9_]{2,}$")
     #: Run it (a disabled consumer is checked, not run).
     enabled: bool = False
+    #: ``redis_stream`` or ``nats_jetstream`` (Centrifugo's other types are refused when enabled).
     type: str = ""
     redis_stream: RedisStreamConsumerSettings = RedisStreamConsumerSettings()
     nats_jetstream: NatsJetStreamConsumerSettings = NatsJetStreamConsumerSettings()
