@@ -138,9 +138,14 @@ class Subscriber:
 
 
 async def publish(
-    port: int, rate: int, keys: int, seconds: float, size: int
+    port: int,
+    rate: int,
+    keys: int,
+    seconds: float,
+    size: int,
+    channels: tuple[str, ...] = ("ticks:demo", "plain:demo"),
 ) -> tuple[dict[str, int], int, float]:
-    """Publish ``rate`` a second to both channels for ``seconds``; the last seq of each key,
+    """Publish ``rate`` a second to ``channels`` for ``seconds``; the last seq of each key,
     how many were published per channel, and when the last one was."""
     latest: dict[str, int] = {}
     seq = 0
@@ -157,7 +162,7 @@ async def publish(
                 key = f"k{seq % keys}"
                 latest[key] = seq
                 data = {"k": key, "seq": seq, "pad": pad}
-                for channel in ("ticks:demo", "plain:demo"):
+                for channel in channels:
                     commands.append({"publish": {"channel": channel, "data": data, "key": key}})
             reply = (await http.post("/api/batch", json={"commands": commands})).json()
             assert all("error" not in r for r in reply["replies"]), reply
@@ -203,7 +208,7 @@ async def measure(port: int, pid: int, rate: int, keys: int, seconds: float, siz
         sub.target = latest
         sub.check()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (fast.converged_at is None or slow.converged_at is None):
+    while time.monotonic() < deadline and (fast.converged_at is None or slow.converged_at is None):  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     stop.set()
     await sampler

@@ -12,13 +12,22 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from centrifuge import (  # type: ignore[import-untyped]
+    Client,
+    PublicationContext,
+    SubscribedContext,
+    SubscribingContext,
+    SubscriptionEventHandler,
+)
 
 from livehub.core.outbox import Flusher, Outbox
 from livehub.engines.wire import decode_publication, encode_publication
@@ -178,3 +187,101 @@ async def test_a_slow_reader_converges_and_stays(tmp_path: Path) -> None:
     assert slow["offsets_rising"] and fast["offsets_rising"], result
     assert plain["disconnected_with"] is not None, result
     assert result["server_conflated"] > 0, result
+
+
+class SlowLink:
+    """A TCP proxy on loopback passing the server's bytes on at ``rate`` bytes a second (the
+    client's bytes at once), reading them no faster: a slow network between a client and
+    ``livehub serve``, whatever the client does."""
+
+    def __init__(self, upstream: int, rate: float) -> None:
+        self.upstream = upstream
+        self.rate = rate
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # a small window upstream
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.upstream))
+        up_reader, up_writer = await asyncio.open_connection(sock=sock, limit=4096)
+        for source, sink, rate in ((reader, up_writer, 0.0), (up_reader, writer, self.rate)):
+            task = asyncio.create_task(self._pump(source, sink, rate))
+            self.tasks.add(task)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, rate: float) -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await source.read(4096):
+                sink.write(chunk)
+                await sink.drain()
+                if rate:
+                    await asyncio.sleep(len(chunk) / rate)
+        sink.close()
+
+
+class Events(SubscriptionEventHandler):  # type: ignore[misc]
+    """centrifuge-python's subscription events, recorded."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, int] = {}
+        self.offsets: list[int] = []
+        self.subscribing = 0
+        self.recovered: list[bool] = []
+
+    async def on_publication(self, ctx: PublicationContext) -> None:
+        self.latest[ctx.pub.data["k"]] = ctx.pub.data["seq"]
+        self.offsets.append(ctx.pub.offset)
+
+    async def on_subscribing(self, ctx: SubscribingContext) -> None:
+        self.subscribing += 1
+
+    async def on_subscribed(self, ctx: SubscribedContext) -> None:
+        self.recovered.append(ctx.recovered)
+
+
+async def test_the_official_sdk_on_a_slow_link_converges_and_recovers(tmp_path: Path) -> None:
+    """centrifuge-python behind a link of 100 KB/s, on a recoverable subscription, while 1 MB/s
+    is published: it converges to the latest value of every key, sees offsets rise, and is
+    never made to resubscribe (a skipped offset is not a loss); after a reconnect it
+    recovers and converges again.
+
+    (The SDK reads its socket as fast as it can and queues what it read, so a slow handler
+    alone is not slow for the server: the link is.)"""
+    with serve_bench(tmp_path) as (port, _):
+        async with SlowLink(port, 100_000) as link:
+            client = Client(f"ws://127.0.0.1:{link}/connection/websocket")
+            events = Events()
+            sub = client.new_subscription("ticks:sdk", events=events, recoverable=True, positioned=True)
+            await client.connect()
+            await sub.subscribe()
+            await eventually(lambda: events.recovered == [False])
+            target, published, _ = await bench.publish(port, 1000, 10, 3.0, 1000, ("ticks:sdk",))
+            await until(lambda: events.latest == target, 15)
+            received = len(events.offsets)
+            assert received < published / 2, (received, published)
+            assert events.offsets == sorted(set(events.offsets))
+            assert events.subscribing == 1  # the first subscribe only: no 2500, no resubscribe
+            await client.disconnect()
+            target, _, _ = await bench.publish(port, 100, 10, 0.5, 1000, ("ticks:sdk",))
+            await client.connect()
+            await until(lambda: events.latest == target, 15)
+            assert events.recovered[-1] is True
+            assert events.offsets == sorted(set(events.offsets))
+            await client.disconnect()
+
+
+async def until(condition: Any, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
