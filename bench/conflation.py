@@ -52,12 +52,12 @@ insecure = true
 [[channel.namespaces]]
 name = "ticks"
 conflate = true
-history_size = 100000
+history_size = 1000
 history_ttl = "10m"
 
 [[channel.namespaces]]
 name = "plain"
-history_size = 100000
+history_size = 1000
 history_ttl = "10m"
 """
 
@@ -212,6 +212,7 @@ async def measure(port: int, pid: int, rate: int, keys: int, seconds: float, siz
         await asyncio.sleep(0.01)
     stop.set()
     await sampler
+    rss_end = rss_kib(pid)
     for sub in subscribers:
         if sub.ws is not None:
             await sub.ws.close()
@@ -238,7 +239,7 @@ async def measure(port: int, pid: int, rate: int, keys: int, seconds: float, siz
         "fast": report(fast),
         "slow": report(slow),
         "slow_without_conflation": report(plain),
-        "server_rss_kib": {"before": rss_before, "after": rss_after},
+        "server_rss_kib": {"before": rss_before, "after_publishing": rss_after, "converged": rss_end},
         "server_queued_bytes_peak": int(peak["queued_bytes"]),
         "server_conflated": int(peak["conflated"]),
     }
