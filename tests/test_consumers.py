@@ -246,6 +246,51 @@ durable_consumer_name = "livehub"
         await drop_keys(redis_client, prefix)
 
 
+async def test_nats_a_failed_command_is_delivered_again_until_it_is_done(
+    tmp_path: Path, redis_client: Any
+) -> None:
+    """As for Redis Streams: the node's engine stops, the message is negatively acknowledged
+    and delivered again until the engine is back; then it is executed once and acknowledged."""
+    tag = uuid.uuid4().hex[:12]
+    stream, subject, channel = f"LIVEHUB_TEST_{tag}", f"livehub.test.{tag}", f"news:{tag}"
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    js = nc.jetstream()
+    await js.add_stream(js_api.StreamConfig(name=stream, subjects=[f"{subject}.>"]))
+    engine_port = free_port()
+    engine_cmd = ["redis-server", "--port", str(engine_port), "--save", "", "--appendonly", "no"]
+    text = config(
+        tmp_path,
+        "livehub",
+        f"""type = "nats_jetstream"
+[consumers.nats_jetstream]
+stream_name = "{stream}"
+durable_consumer_name = "livehub"
+""",
+    ).read_text()
+    (tmp_path / "retry.toml").write_text(text.replace("127.0.0.1:6379/0", f"127.0.0.1:{engine_port}/0"))
+    try:
+        with running(engine_cmd, engine_port) as engine, serve(tmp_path / "retry.toml") as port:
+            await until(lambda: _consumer_exists(js, stream), "the durable consumer")
+            stop(engine)
+            await js.publish(
+                f"{subject}.x", publish_command(channel, 1), headers={"centrifugo-method": "publish"}
+            )
+            await until(lambda: _delivered(js, stream, 2), "the failed message delivered again")
+            with running(engine_cmd, engine_port):
+                await until(lambda: _has(port, channel, 1), "the command executed once the engine is back")
+                await until(lambda: _all_acked(js, stream), "the message acknowledged")
+                await asyncio.sleep(1.0)
+                assert [d["n"] for d in await history(port, channel)] == [1]
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
+
+
+async def _delivered(js: Any, stream: str, times: int) -> bool:
+    info = await js.consumer_info(stream, "livehub")
+    return bool(info.num_redelivered >= 1 and info.delivered.consumer_seq >= times)
+
+
 async def _has(port: int, channel: str, n: int) -> bool:
     return len(await history(port, channel)) >= n
 
