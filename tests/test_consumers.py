@@ -27,7 +27,7 @@ from livehub.consuming.dispatch import split
 from livehub.settings import ConfigError, load_settings
 from tests.servers import free_port, running, serve, stop
 
-TIMEOUT = 15.0
+TIMEOUT = 30.0  # generous: the machine is shared, and an engine reconnects with backoff
 
 
 def config(tmp_path: Path, prefix: str, consumer: str) -> Path:
