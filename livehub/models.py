@@ -22,7 +22,11 @@ class ClientInfo:
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """One message in a channel; ``offset`` is 0 when the channel keeps no history."""
+    """One message in a channel; ``offset`` is 0 when the channel keeps no history.
+
+    In a map channel a publication is the value of one ``key`` (an entry of its state, or
+    a change in its stream); ``removed`` marks the key's removal (``data`` is then empty).
+    """
 
     data: bytes
     offset: int = 0
@@ -32,6 +36,7 @@ class Publication:
     #: What the publication is a value of (the protocol's ``Publication.key``): on a channel
     #: with ``conflate``, a slow subscriber gets only the latest publication of each key.
     key: str = ""
+    removed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 from nats.js import api as js_api
 
-from livehub.consuming.dispatch import split
+from livehub.consumers.dispatch import split
 from livehub.settings import ConfigError, load_settings
 from tests.servers import free_port, running, serve, stop
 
@@ -337,7 +337,7 @@ def test_consumer_config_is_checked(tmp_path: Path) -> None:
         load_settings(path)
 
     load([{"name": "off", "type": "kafka"}])  # disabled: checked, not run
-    with pytest.raises(ConfigError, match="not one livehub runs"):
+    with pytest.raises(ConfigError, match="is not supported"):
         load([{"name": "kk", "enabled": True, "type": "kafka"}])
     with pytest.raises(ConfigError, match="needs address, streams and consumer_group"):
         load([{"name": "rr", "enabled": True, "type": "redis_stream", "redis_stream": {"streams": ["s"]}}])

@@ -52,6 +52,12 @@ class ChannelOptions(TypedDict, total=False):
     delta_publish: bool
     conflate: bool
     conflate_max_keys: int
+    subscription_type: str
+    map: dict[str, Any]
+    map_clients_presence_channel_prefix: str
+    map_users_presence_channel_prefix: str
+    allow_tags_filter: bool
+    client_publish_debounce_interval: float | str
 
 
 class ChannelConflict(ValueError):

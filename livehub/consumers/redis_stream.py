@@ -18,11 +18,11 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from livehub.consuming.dispatch import Retry, execute, publish_data
+from livehub.consumers.dispatch import Retry, execute, publish_data
 from livehub.core.node import Node
 from livehub.settings import RedisStreamConsumerSettings
 
-log = logging.getLogger("livehub.consuming")
+log = logging.getLogger("livehub.consumers")
 
 #: How long a read waits for new entries before the loop looks at pending ones again.
 BLOCK_SECONDS = 5.0

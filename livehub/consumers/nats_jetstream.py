@@ -16,11 +16,11 @@ import contextlib
 import logging
 from typing import Any
 
-from livehub.consuming.dispatch import Retry, execute, publish_data
+from livehub.consumers.dispatch import Retry, execute, publish_data
 from livehub.core.node import Node
 from livehub.settings import NatsJetStreamConsumerSettings
 
-log = logging.getLogger("livehub.consuming")
+log = logging.getLogger("livehub.consumers")
 
 #: How long a fetch waits for messages before it asks again.
 FETCH_SECONDS = 5.0
