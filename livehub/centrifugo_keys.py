@@ -162,6 +162,33 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
             "rsa_public_key user_id_claim"
         ).split()
     ),
+    "consumers[].nats_jetstream": frozenset(
+        (
+            "credentials_file deliver_policy durable_consumer_name max_ack_pending method_header password "
+            "publication_data_mode stream_name subjects tls token url use_existing_consumer username"
+        ).split()
+    ),
+    "consumers[].nats_jetstream.publication_data_mode": frozenset(
+        (
+            "channels_header delta_header enabled idempotency_key_header tags_header_prefix "
+            "version_epoch_header version_header"
+        ).split()
+    ),
+    "consumers[].redis_stream": frozenset(
+        (
+            "address client_name cluster_address connect_timeout consumer_group db force_resp2 "
+            "io_timeout method_value num_workers password payload_value prefix "
+            "publication_data_mode replica_client sentinel_address sentinel_client_name "
+            "sentinel_master_name sentinel_password sentinel_tls sentinel_user streams tls user "
+            "visibility_timeout"
+        ).split()
+    ),
+    "consumers[].redis_stream.publication_data_mode": frozenset(
+        (
+            "channels_value delta_value enabled idempotency_key_value tags_value_prefix "
+            "version_epoch_value version_value"
+        ).split()
+    ),
     "engine": frozenset("redis type".split()),
     "engine.redis": frozenset(
         (

@@ -168,6 +168,14 @@ class Service(Protocol):
 
 
 def _consumer(node: Node, consumer: ConsumerSettings) -> Service:
+    if consumer.type == "redis_stream":
+        from livehub.consumers.redis_stream import RedisStreamConsumer
+
+        return RedisStreamConsumer(node, consumer.name, consumer.redis_stream)
+    if consumer.type == "nats_jetstream":
+        from livehub.consumers.nats_jetstream import NatsJetStreamConsumer
+
+        return NatsJetStreamConsumer(node, consumer.name, consumer.nats_jetstream)
     from livehub.consumers.postgresql import PostgresConsumer
 
     return PostgresConsumer(node, consumer.name, consumer.postgresql)
@@ -462,7 +470,11 @@ class Hub:
     # -- server-side operations, callable from any route or task
 
     async def publish(self, channel: str, data: Any, **options: Any) -> StreamPosition:
-        """Publish JSON data (or a Pydantic model) to a channel; returns its stream position."""
+        """Publish JSON data (or a Pydantic model) to a channel; returns its stream position.
+
+        Options: ``tags``, ``idempotency_key``, ``skip_history``, and ``key``: what the
+        publication is a value of, for a channel with ``conflate`` (a slow subscriber gets
+        the latest publication of each key)."""
         return await self.node.publish(channel, to_json(data), **options)
 
     async def broadcast(self, channels: list[str], data: Any, **options: Any) -> list[StreamPosition]:

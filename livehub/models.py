@@ -33,6 +33,8 @@ class Publication:
     info: ClientInfo | None = None
     tags: dict[str, str] = field(default_factory=dict)
     time: int = 0
+    #: What the publication is a value of (the protocol's ``Publication.key``): on a channel
+    #: with ``conflate``, a slow subscriber gets only the latest publication of each key.
     key: str = ""
     removed: bool = False
 

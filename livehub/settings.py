@@ -450,6 +450,13 @@ class NamespaceOptions(Section):
     allow_user_limited_channels: bool = False
     allowed_delta_types: list[str] = []
     delta_publish: bool = False
+    #: livehub's: a subscriber the socket cannot keep up with gets only the latest
+    #: publication of each key (a publication's ``key``; the channel when it has none) instead
+    #: of being disconnected as slow (3008). Deltas are not sent on such channels.
+    conflate: bool = False
+    #: livehub's: keys of one channel a conflating subscriber may be behind on at once;
+    #: one more disconnects it as slow (3008), so memory stays bounded.
+    conflate_max_keys: Annotated[int, Field(ge=1)] = 1000
     #: ``stream`` (publications with history, the default), ``map`` (a key -> value state
     #: clients load and follow), the presence maps ``map_clients`` / ``map_users``, or
     #: ``shared_poll`` (keys polled from the backend, ``livehub.core.shared_poll``).
@@ -715,28 +722,6 @@ class PostgresConsumerOptions(Section):
     use_try_lock: bool = False
 
 
-class ConsumerSettings(Section):
-    """One of Centrifugo's ``consumers``; livehub runs the ``postgresql`` type."""
-
-    #: Unique among the consumers: it names the partitions' locks and the logs.
-    name: str = ""
-    #: Only enabled consumers run.
-    enabled: bool = False
-    #: ``postgresql``: the one type livehub runs (Centrifugo's others are refused when enabled).
-    type: str = ""
-    postgresql: PostgresConsumerOptions = PostgresConsumerOptions()
-
-    @model_validator(mode="after")
-    def _supported(self) -> ConsumerSettings:
-        if self.enabled and self.type != "postgresql":
-            raise ValueError(f"consumer {self.name!r}: type {self.type!r} is not supported (postgresql is)")
-        if self.enabled and not (self.name and self.postgresql.dsn and self.postgresql.outbox_table_name):
-            raise ValueError(
-                "a postgresql consumer needs name, postgresql.dsn and postgresql.outbox_table_name"
-            )
-        return self
-
-
 class AdminSettings(Section):
     """The admin page (``livehub.admin``): a password to sign in, a secret to sign its tokens."""
 
@@ -790,6 +775,148 @@ class DemosSettings(Section):
     ``/echo``). Off unless asked for (``--demos``): their token route lets anyone in as anyone."""
 
     enabled: bool = False
+
+
+class RedisStreamPublicationDataMode(Section):
+    """A stream entry is data to publish, not an API command: its fields name the channels."""
+
+    #: Publish the ``payload_value`` field into the channels the entry names.
+    enabled: bool = False
+    #: The entry field with the channels, comma-separated.
+    channels_value: str = "centrifugo-channels"
+    #: The entry field with the publication's idempotency key.
+    idempotency_key_value: str = "centrifugo-idempotency-key"
+    #: Entry fields starting with this are the publication's tags (the rest of the name).
+    tags_value_prefix: str = "centrifugo-tag-"
+
+
+class RedisStreamConsumerSettings(Section):
+    """Centrifugo's ``consumers[].redis_stream``: read API commands from Redis Streams
+    through a consumer group (entries acknowledged once executed)."""
+
+    #: ``host:port`` or a ``redis://`` URL (one Redis).
+    address: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = [
+        "127.0.0.1:6379"
+    ]
+    #: The Redis database number.
+    db: Annotated[int, Field(ge=0)] = 0
+    #: Redis ACL user name, if any.
+    user: str = ""
+    #: Redis password, if any.
+    password: str = ""
+    #: The streams (keys) to read.
+    streams: list[str] = []
+    #: The consumer group every node reading these streams joins (created if missing).
+    consumer_group: str = ""
+    #: An entry delivered but not acknowledged this long (its node died, or it failed) is
+    #: delivered again, to any node of the group.
+    visibility_timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 30.0
+    #: Entries executed at once, per stream: also the most read ahead (in flight).
+    num_workers: Annotated[int, Field(ge=1, le=1000)] = 1
+    #: The entry field holding the command (or, with ``method_value``, its request).
+    payload_value: str = "payload"
+    #: The entry field naming the API method; without it the payload is
+    #: ``{"method": ..., "payload": {...}}``.
+    method_value: str = "method"
+    publication_data_mode: RedisStreamPublicationDataMode = RedisStreamPublicationDataMode()
+
+
+class NatsJetStreamPublicationDataMode(Section):
+    """A message is data to publish, not an API command: its headers name the channels."""
+
+    #: Publish the message's data into the channels its headers name.
+    enabled: bool = False
+    #: The header with the channels, comma-separated.
+    channels_header: str = "centrifugo-channels"
+    #: The header with the publication's idempotency key.
+    idempotency_key_header: str = "centrifugo-idempotency-key"
+    #: Headers starting with this are the publication's tags (the rest of the name).
+    tags_header_prefix: str = "centrifugo-tag-"
+
+
+class NatsJetStreamConsumerSettings(Section):
+    """Centrifugo's ``consumers[].nats_jetstream``: read API commands from a JetStream
+    stream through a durable consumer (messages acknowledged once executed)."""
+
+    #: The NATS server.
+    url: str = "nats://127.0.0.1:4222"
+    #: NATS user name (with ``password``), if any.
+    username: str = ""
+    #: NATS password, if any.
+    password: str = ""
+    #: NATS authentication token, if any.
+    token: str = ""
+    #: A NATS credentials file (wins over username/password and token).
+    credentials_file: str = ""
+    #: The stream to read (it must exist).
+    stream_name: str = ""
+    #: Subjects of the stream to read (none: all).
+    subjects: list[str] = []
+    #: The durable consumer: created (or updated) unless ``use_existing_consumer``.
+    durable_consumer_name: str = ""
+    #: Attach to a consumer made elsewhere; the options below are then its own.
+    use_existing_consumer: bool = False
+    #: Where a new consumer starts: ``new`` messages only, or ``all`` the stream holds.
+    deliver_policy: Literal["new", "all"] = "new"
+    #: Messages delivered and not yet acknowledged, at most (in flight).
+    max_ack_pending: Annotated[int, Field(ge=1)] = 100
+    #: The header naming the API method; without it the payload is
+    #: ``{"method": ..., "payload": {...}}``.
+    method_header: str = "centrifugo-method"
+    publication_data_mode: NatsJetStreamPublicationDataMode = NatsJetStreamPublicationDataMode()
+    #: Connect over TLS (the system's trusted certificates).
+    tls: Enabled = Enabled()
+
+
+#: The consumer types livehub runs (Centrifugo has more: kafka, google_pub_sub, ...).
+CONSUMER_TYPES = ("postgresql", "redis_stream", "nats_jetstream")
+
+
+class ConsumerSettings(Section):
+    """One of Centrifugo's ``consumers``: API commands read from a queue and executed as the
+    server API would, acknowledged once done (at least once)."""
+
+    #: Names the consumer in logs; unique.
+    name: str = ""
+    #: Run it (a disabled consumer is checked, not run).
+    enabled: bool = False
+    #: ``postgresql``, ``redis_stream`` or ``nats_jetstream`` (Centrifugo's other types are
+    #: refused when enabled).
+    type: str = ""
+    postgresql: PostgresConsumerOptions = PostgresConsumerOptions()
+    redis_stream: RedisStreamConsumerSettings = RedisStreamConsumerSettings()
+    nats_jetstream: NatsJetStreamConsumerSettings = NatsJetStreamConsumerSettings()
+
+    @model_validator(mode="after")
+    def _complete(self) -> ConsumerSettings:
+        if not self.enabled:
+            return self
+        if self.type not in CONSUMER_TYPES:
+            raise ValueError(
+                f"consumer {self.name!r}: type {self.type!r} is not supported "
+                f"({', '.join(CONSUMER_TYPES)} are)"
+            )
+        if not self.name:
+            raise ValueError("an enabled consumer needs a name")
+        if self.type == "postgresql":
+            if not (self.postgresql.dsn and self.postgresql.outbox_table_name):
+                raise ValueError(
+                    f"consumer {self.name!r}: a postgresql consumer needs postgresql.dsn and "
+                    "postgresql.outbox_table_name"
+                )
+        elif self.type == "redis_stream":
+            cfg = self.redis_stream
+            if not (cfg.address and cfg.streams and cfg.consumer_group):
+                raise ValueError(
+                    f"consumer {self.name!r}: redis_stream needs address, streams and consumer_group"
+                )
+        else:
+            jet = self.nats_jetstream
+            if not (jet.url and jet.stream_name and jet.durable_consumer_name):
+                raise ValueError(
+                    f"consumer {self.name!r}: nats_jetstream needs url, stream_name and durable_consumer_name"
+                )
+        return self
 
 
 class Settings(BaseSettings):
@@ -850,6 +977,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "engine.url and engine.type/broker/presence_manager both name an engine: keep one"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _unique_consumer_names(self) -> Settings:
+        names = [c.name for c in self.consumers if c.name]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"consumer name must be unique: {', '.join(twice)}")
         return self
 
     def namespace(self, name: str) -> NamespaceOptions | None:

@@ -295,9 +295,11 @@ class Node:
         tags: dict[str, str] | None = None,
         idempotency_key: str = "",
         skip_history: bool = False,
+        key: str = "",
         idempotent_result_ttl: float = 300.0,
     ) -> StreamPosition:
-        """Publish raw JSON ``data``; returns the stream position (0, "" without history)."""
+        """Publish raw JSON ``data``; returns the stream position (0, "" without history).
+        ``key`` says what the publication is a value of (see the ``conflate`` channel option)."""
         opts = self.options(channel)
         if self.data_validator is not None:
             data = self.data_validator(channel, data)
@@ -315,6 +317,7 @@ class Node:
                 idempotency_key=idempotency_key,
                 idempotent_result_ttl=idempotent_result_ttl,
                 use_delta=bool(opts.allowed_delta_types),
+                key=key,
             ),
         )
         return sp

@@ -568,9 +568,13 @@ class Session:
     ) -> dict[str, Any]:
         if opts.is_map:  # a map is loaded by the client, page by page: no server-side subscription
             raise codes.error_not_available()
-        delta = params.delta == "fossil" and "fossil" in opts.allowed_delta_types
+        # a conflating channel sends no deltas: its slow subscribers skip publications
+        delta = params.delta == "fossil" and "fossil" in opts.allowed_delta_types and not opts.conflate
         join_leave = opts.force_push_join_leave or params.join_leave
-        sub = Subscription(channel, params.info, join_leave, delta, self.encoding.binary)
+        conflate = opts.conflate_max_keys if opts.conflate else 0
+        if conflate:
+            self.outbox.conflating()
+        sub = Subscription(channel, params.info, join_leave, delta, self.encoding.binary, conflate)
         self.subs[channel] = sub
         try:
             await self.node.add_subscriber(channel, self, sub)

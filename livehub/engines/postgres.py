@@ -479,7 +479,9 @@ class PostgresBroker(NoMaps):
 
     async def publish(self, channel: str, data: bytes, opts: PublishOptions) -> tuple[StreamPosition, bool]:
         history = opts.history_size > 0 and opts.history_ttl > 0
-        blob = encode_publication(Publication(data, 0, opts.info, opts.tags, int(time.time() * 1000)))
+        blob = encode_publication(
+            Publication(data, 0, opts.info, opts.tags, int(time.time() * 1000), opts.key)
+        )
         rows = await self._db.fetch(
             f"SELECT * FROM {self._p}_publish($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             channel,
