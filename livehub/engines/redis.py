@@ -65,7 +65,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
@@ -87,6 +87,8 @@ from livehub.models import ClientInfo, PresenceStats, Publication, StreamPositio
 log = logging.getLogger("livehub.engines.redis")
 
 OPTIONS = ("prefix", "presence_ttl", "connect_timeout", "io_timeout", "ping_interval", "cluster")
+#: Connections to one Redis for commands (pub/sub has its own): commands beyond wait their turn.
+POOL_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,11 +209,15 @@ class RedisShard:
         }
         parts = urlsplit(url)
         self.address = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
-        self.pool = ConnectionPool.from_url(url, **common)
+        self._deadline = config.connect_timeout + config.io_timeout
+        # A command waits for a free connection (within its deadline) when all POOL_SIZE are
+        # busy: a burst of subscribes (a reconnect storm) is queued, not failed with error 100.
+        self.pool = BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=self._deadline, **common
+        )
         self.client: Redis | RedisCluster = (
             RedisCluster.from_url(url, **common) if config.cluster else Redis(connection_pool=self.pool)
         )
-        self._deadline = config.connect_timeout + config.io_timeout
         self._io_timeout = config.io_timeout
 
     async def call(self, *args: Any) -> Any:
