@@ -29,7 +29,7 @@ from livehub.core.auth import TokenVerifier
 from livehub.core.channels import ChannelRules, glob
 from livehub.core.cluster import Cluster
 from livehub.core.control import ControlCommand, InstantControlCommand
-from livehub.core.limits import CommandLimits, ConnectionGate
+from livehub.core.limits import CommandLimits, ConnectionGate, LocalTokenStore, TokenStore, UserCommandLimits
 from livehub.core.outbox import Flusher
 from livehub.core.subscription import Subscription, fan_out
 from livehub.engines import engine_from_url
@@ -129,6 +129,9 @@ class Node:
         )
         #: ``client.rate_limit.client_command``: each session makes its limiter from it.
         self.command_limits = CommandLimits.from_settings(client.rate_limit.client_command)
+        #: ``client.rate_limit.user_command``: buckets per user, in the engine when it keeps them.
+        store = self.broker if isinstance(self.broker, TokenStore) else LocalTokenStore()
+        self.user_limits = UserCommandLimits.from_settings(client.rate_limit.user_command, store)
 
     # -- lifecycle
 

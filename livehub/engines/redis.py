@@ -62,7 +62,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
@@ -83,6 +83,9 @@ from livehub.engines.base import (
 from livehub.engines.redis_pubsub import Backoff, ClusterPubSub, PubSub, PubSubConnection
 from livehub.engines.wire import DeltaBases, decode_info, decode_publication, encode_info, encode_publication
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
+
+if TYPE_CHECKING:
+    from livehub.core.limits import Bucket
 
 log = logging.getLogger("livehub.engines.redis")
 
@@ -162,6 +165,7 @@ HISTORY = _Script("history")
 PRESENCE_ADD = _Script("presence_add")
 PRESENCE_GET = _Script("presence_get")
 PRESENCE_REMOVE = _Script("presence_remove")
+TAKE_TOKENS = _Script("take_tokens")
 
 
 class _Keys:
@@ -180,6 +184,10 @@ class _Keys:
 
     def presence(self, ch: str) -> str:
         return f"{self.prefix}:presence:{{{ch}}}"
+
+    def tokens(self, user: str, bucket: str) -> str:
+        """A user's command bucket (``{user}``: all of a user's buckets in one cluster slot)."""
+        return f"{self.prefix}:tokens:{{{user}}}:{bucket}"
 
     def presence_exp(self, ch: str) -> str:
         return f"{self.prefix}:presence-exp:{{{ch}}}"
@@ -374,6 +382,17 @@ class RedisBroker:
 
     async def _send(self, channel: str, message: bytes) -> None:
         await self._shards[self._shard(channel)].call(self._publish_cmd, self._keys.pub(channel), message)
+
+    async def take_tokens(self, user: str, keys: Sequence[str], buckets: Sequence[Bucket]) -> bool:
+        """``client.rate_limit.user_command`` across the cluster: one atomic script takes a
+        token from each of the user's buckets, or none (``livehub.core.limits.TokenStore``)."""
+        args: list[Any] = []
+        for bucket in buckets:
+            args += [bucket.rate, max(1, round(bucket.interval * 1000))]
+        reply = await self._shards[self._shard(user)].script(
+            TAKE_TOKENS, [self._keys.tokens(user, key) for key in keys], args
+        )
+        return bool(int(reply))
 
     async def history(self, channel: str, opts: HistoryOptions) -> tuple[list[Publication], StreamPosition]:
         reply = await self._shards[self._shard(channel)].script(
