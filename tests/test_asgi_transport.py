@@ -19,7 +19,7 @@ import uvicorn
 import websockets
 
 from livehub.core.outbox import Flusher, Outbox
-from livehub.transports.asgi import ASGITransport
+from livehub.transports.asgi import CLOSE_TIMEOUT, ASGITransport
 from tests.test_connection import client_frame, hub_app, raw_connect, running, server_frames
 
 
@@ -221,3 +221,37 @@ async def test_under_plain_uvicorn_a_peer_that_stops_reading_is_closed_3008_and_
                 pytest.fail("the connection ended without a close frame")
         assert got == list(range(len(got))) and len(got) < 300
         writer.close()
+
+
+async def test_a_close_for_flooding_goes_first_and_a_peer_that_takes_nothing_is_let_go() -> None:
+    """3013: what was queued for the flooder (its 111 replies) is dropped, not waited for;
+    and when the server's send never returns (the peer reads nothing), the close gives up
+    after ``CLOSE_TIMEOUT`` so the session ends instead of being held by its writer."""
+    peer = Peer()
+    transport = ASGITransport(peer)
+    for i in range(100):
+        transport.write(f"reply {i}")
+    peer.taking.clear()  # from here on the peer takes nothing
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(transport.close(3013, "too many requests"), CLOSE_TIMEOUT + 1)
+    assert loop.time() - started < CLOSE_TIMEOUT + 0.5
+    assert len(peer.texts()) < 100  # the queued replies were not all waited for
+    with pytest.raises(ConnectionResetError):
+        transport.write("more")
+    peer.taking.set()  # were the peer to read again: the close message is what comes next
+    await asyncio.sleep(0.01)
+    assert all(m["type"] == "websocket.send" for m in peer.sent)
+
+
+async def test_a_close_that_the_peer_never_takes_returns_after_the_timeout() -> None:
+    peer = Peer()
+    transport = ASGITransport(peer)
+    transport.write("x")
+    await asyncio.sleep(0)
+    peer.taking.clear()
+    transport.write("y")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(transport.close(1000, "bye"), CLOSE_TIMEOUT + 1)  # would hang before
+    assert CLOSE_TIMEOUT - 0.1 < loop.time() - started < CLOSE_TIMEOUT + 0.5
