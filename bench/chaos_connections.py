@@ -81,6 +81,10 @@ def main() -> None:
                 "alive_after_hold": sum(r.get("alive_after_hold", 0) for r in results),
                 "connect_errors": sum(r.get("connect_errors", 0) for r in results),
                 "disconnects_during_hold": sum(r.get("disconnects_during_hold", 0) for r in results),
+                # closed while the others were still connecting (the hold counts from the last one)
+                "closed_before_hold": ok
+                - sum(r.get("alive_after_hold", 0) for r in results)
+                - sum(r.get("disconnects_during_hold", 0) for r in results),
                 "proto_errors": sum(r.get("proto_errors", 0) for r in results),
                 "pongs_sent": sum(r.get("cf_pongs_sent", 0) for r in results),
                 "hold_minutes": a.minutes,
