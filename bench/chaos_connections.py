@@ -98,6 +98,10 @@ def main() -> None:
                 "server_rss_end_kb": samples[-1]["server_rss_kb"],
                 "kb_per_connection": round((rss_peak - rss0) / ok, 2) if ok else None,
                 "server_cpu_s": round(cpu_s(server.pid) - cpu0, 1),
+                "close_codes": {
+                    code: sum(r.get("close_codes", {}).get(code, 0) for r in results)
+                    for code in sorted({c for r in results for c in r.get("close_codes", {})})
+                },
                 "err_samples": [r["err_sample"] for r in results if r.get("err_sample")][:3],
                 "rss_samples": samples,
                 "load_avg": os.getloadavg(),
