@@ -78,7 +78,7 @@ class Session:
     __slots__ = (
         "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "state",
         "credentials", "scope", "handle", "encoding", "_expires_at", "_clock", "_timers", "_tasks", "_joins",
-        "_limiter",
+        "_limiter", "stream_session",
     )  # fmt: skip
 
     def __init__(
@@ -120,6 +120,9 @@ class Session:
         self.handle: Client | None = None
         #: Command rate limits (``client.rate_limit.client_command``); None when not configured.
         self._limiter = node.command_limits.limiter(time.monotonic())
+        #: The id a streaming transport's further commands (``/emulation``) name this session
+        #: by, secret unlike ``id``; sent with the node's id in the connect reply. "": none.
+        self.stream_session = ""
 
     # -- lifecycle
 
@@ -369,6 +372,8 @@ class Session:
         self._timer("stale", 0, None)
         node.add_session(self)
         result: dict[str, Any] = {"client": self.id, "version": node.version}
+        if self.stream_session:
+            result["session"], result["node"] = self.stream_session, node.id
         if cfg.ping_interval > 0:
             result["ping"] = max(1, round(cfg.ping_interval))
             result["pong"] = True
