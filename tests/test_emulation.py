@@ -35,6 +35,7 @@ def settings(**extra: Any) -> Settings:
         "client": {"insecure": True, "allowed_origins": ["http://allowed.example"]},
         "channel": {"without_namespace": {"presence": True, "history_size": 10, "history_ttl": "60s"}},
         "http_api": {"insecure": True},
+        "prometheus": {"enabled": True},
         **STREAMING,
     }
     for key, value in extra.items():
@@ -85,11 +86,13 @@ async def stream(
     command = json.dumps({"id": 1, "connect": connect})
     if kind == "sse":
         request = http.stream("GET", f"{base}/connection/sse", params={"cf_connect": command}, **kwargs)
+    elif kind == "sse_post":
+        request = http.stream("POST", f"{base}/connection/sse", content=command, **kwargs)
     else:
         request = http.stream("POST", f"{base}/connection/http_stream", content=command, **kwargs)
     async with request as response:
         assert response.status_code == 200, response.status_code
-        s = Stream(response, kind == "sse")
+        s = Stream(response, kind.startswith("sse"))
         yield s, await s.next()
 
 
@@ -102,7 +105,7 @@ async def emulate(
     return (await http.post(f"{base}/emulation", json=body)).status_code
 
 
-@pytest.mark.parametrize("kind", ["http_stream", "sse"])
+@pytest.mark.parametrize("kind", ["http_stream", "sse", "sse_post"])
 async def test_a_session_over_a_stream_with_its_commands_through_emulation(kind: str) -> None:
     async with served(settings()) as (base, node), httpx.AsyncClient(timeout=WAIT) as http:
         async with stream(http, base, kind, {}) as (s, connected):
@@ -110,7 +113,8 @@ async def test_a_session_over_a_stream_with_its_commands_through_emulation(kind:
             assert result["node"] == node.id
             assert result["session"] and result["session"] != result["client"]
             session = node.sessions[result["client"]]
-            assert Client.of(session).transport == kind
+            transport = kind.removesuffix("_post")
+            assert Client.of(session).transport == transport
             assert await emulate(http, base, connected, {"id": 2, "subscribe": {"channel": "news"}}) == 204
             assert "subscribe" in await s.reply(2)
             await node.publish("news", b'{"n":1}')
@@ -129,6 +133,8 @@ async def test_a_session_over_a_stream_with_its_commands_through_emulation(kind:
             replies = [await s.next() for _ in range(3)]
             assert {"id": 3, "publish": {}} in replies
             assert {"id": 4, "presence_stats": {"num_clients": 1, "num_users": 1}} in replies
+            scraped = (await http.get(f"{base}/metrics")).text
+            assert f'livehub_node_num_clients_by_transport{{transport="{transport}"}} 1.0' in scraped
         # the client went away: its session is over
         await eventually(lambda: not node.sessions, "the session to end with its stream")
         assert not node.stream_sessions
