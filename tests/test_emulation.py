@@ -23,6 +23,7 @@ from livehub.core.control import COMMANDS, Emulate, Target, command_from_wire
 from livehub.core.node import Node
 from livehub.protocol import protobuf
 from livehub.protocol.protobuf import delimited
+from livehub.transports.streaming import DELIMITED, INBOX_LIMIT, NDJSON, SSE, StreamConnection
 from tests.test_connection import running, served_by_livehub
 from tests.test_session import eventually
 
@@ -360,3 +361,32 @@ async def test_an_emulation_command_acts_only_on_its_node_and_session() -> None:
     assert Emulate(Target("", session="s2"), node=node.id, frame="b").apply_now(node) == 0
     assert Emulate(Target("", session="s1"), node=node.id, frame="c").apply_now(node) == 1
     assert fed == ["c"]
+
+
+def test_stream_formats_frame_what_the_outbox_joins() -> None:
+    assert SSE.frame('{"a":1}\n{"b":2}') == b'data: {"a":1}\n\ndata: {"b":2}\n\n'  # an event per message
+    assert NDJSON.frame('{"a":1}\n{"b":2}') == b'{"a":1}\n{"b":2}\n'
+    assert DELIMITED.frame(b"\x02\x08\x01") == b"\x02\x08\x01"
+
+
+async def test_a_streaming_sessions_inbox_is_bounded_and_handled_in_order() -> None:
+    release = asyncio.Event()
+    handled: list[str | bytes] = []
+
+    class Slow:
+        closing = False
+
+        async def handle_frame(self, frame: str | bytes) -> None:
+            await release.wait()
+            handled.append(frame)
+
+    connection = StreamConnection(Slow())  # type: ignore[arg-type]
+    assert all(connection.feed(str(i)) for i in range(INBOX_LIMIT))
+    await asyncio.sleep(0)  # the first frame is being handled: one place freed
+    assert connection.feed("last")
+    assert not connection.feed("one too many")
+    release.set()
+    await eventually(lambda: len(handled) == INBOX_LIMIT + 1, "every queued frame")
+    assert handled == [str(i) for i in range(INBOX_LIMIT)] + ["last"]
+    await connection.stop()
+    assert not connection.feed("after stop")
