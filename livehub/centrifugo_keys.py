@@ -20,6 +20,25 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
         "enabled external handler_prefix insecure password secret web_path web_proxy_address".split()
     ),
     "broker": frozenset("enabled nats postgres redis redisnats type".split()),
+    "broker.postgres": frozenset(
+        (
+            "binary_data cleanup_interval dsn idempotent_result_ttl notify_dsn num_shards outbox "
+            "partition_lookahead_days partition_retention_days pool_size skip_schema_init "
+            "stream_retention table_prefix tls use_notify"
+        ).split()
+    ),
+    "consumers[]": frozenset(
+        (
+            "aws_sqs azure_service_bus enabled google_pub_sub kafka name nats_jetstream postgresql "
+            "redis_stream type"
+        ).split()
+    ),
+    "consumers[].postgresql": frozenset(
+        (
+            "dsn num_partitions outbox_table_name partition_notification_channel partition_notification_dsn "
+            "partition_poll_interval partition_select_limit tls use_try_lock"
+        ).split()
+    ),
     "broker.nats": frozenset("allow_wildcards dial_timeout prefix raw_mode tls url write_timeout".split()),
     "broker.redis": frozenset(
         (

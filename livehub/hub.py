@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Unpack
+from typing import Any, Protocol, TypeVar, Unpack
 
 import orjson
 from fastapi import APIRouter, FastAPI, WebSocket
@@ -44,7 +44,8 @@ from livehub.core.session import Session
 from livehub.dependencies import Callback
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.protocol.codes import Disconnect, Error, error_internal
-from livehub.settings import NamespaceOptions, Settings
+from livehub.settings import ConsumerSettings, NamespaceOptions, Settings
+from livehub.transactional import TransactionalOutbox
 from livehub.transports.asgi import websocket_handler
 from livehub.transports.emulation import add_stream_routes
 
@@ -157,6 +158,20 @@ def _credentials(result: Any) -> Credentials | None:
     )
 
 
+class Service(Protocol):
+    """Something that runs with the app: started after the node, stopped before it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _consumer(node: Node, consumer: ConsumerSettings) -> Service:
+    from livehub.consumers.postgresql import PostgresConsumer
+
+    return PostgresConsumer(node, consumer.name, consumer.postgresql)
+
+
 class Hub:
     def __init__(
         self,
@@ -179,6 +194,9 @@ class Hub:
         self.declared: list[ChannelSpec] = []
         self.rpcs: dict[str, RPCSpec] = {}
         self._connect: Callback | None = None
+        #: What runs with the app beside the node: outbox relays (:meth:`transactional_outbox`)
+        #: and the enabled ``consumers`` of the settings.
+        self.services: list[Service] = [_consumer(node, c) for c in self.settings.consumers if c.enabled]
         self._on_disconnect: Callback | None = None
         #: The app the hub runs in (its lifespan tells): whose dependency_overrides apply.
         self._app: Any = None
@@ -218,10 +236,22 @@ class Hub:
         self._app = app
         app.state.livehub_node = self.node  # how uvicorn's livehub protocol finds the hub
         await self.node.start()
+        for service in self.services:
+            await service.start()
         try:
             yield
         finally:
+            for service in self.services:
+                await service.stop()
             await self.node.stop()
+
+    def transactional_outbox(self, dsn: str, **options: Any) -> TransactionalOutbox:
+        """A PostgreSQL outbox: ``await outbox.publish(session, channel, data)`` inside the app's
+        transaction is delivered once, in commit order, if and only if it commits. Its relay
+        runs with the app (``livehub.transactional``; needs ``livehub[postgres]``)."""
+        outbox = TransactionalOutbox(self.node, dsn, **options)
+        self.services.append(outbox)
+        return outbox
 
     def _app_for(self, scope: dict[str, Any] | None) -> Any:
         """The app whose ``dependency_overrides`` apply to a connection."""

@@ -449,11 +449,28 @@ class NatsOptions(Section):
     dial_timeout: Duration = 1.0
 
 
+class PostgresBrokerOptions(Section):
+    """Centrifugo's ``broker.postgres`` (its connection and table prefix; livehub's tables)."""
+
+    #: ``postgresql://user:pass@host:5432/db`` (asyncpg's URL options may follow).
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    #: Prefix of the engine's tables and of its NOTIFY channel (livehub's default; Centrifugo's is ``cf``).
+    table_prefix: str = "livehub"
+    #: Connections of each node's pool (one more LISTENs).
+    pool_size: Annotated[int, Field(ge=1, le=1000)] = 8
+
+    def url(self) -> str:
+        """The livehub engine URL these options describe."""
+        sep = "&" if "?" in self.dsn else "?"
+        return f"{self.dsn}{sep}prefix={quote(self.table_prefix, safe='')}&pool_size={self.pool_size}"
+
+
 class EngineSettings(Section):
     """Centrifugo's ``engine.type`` + ``engine.redis``, or livehub's ``url`` (which says both)."""
 
     #: ``memory://`` keeps everything in this process; ``redis://host:6379`` (several: shards),
-    #: ``nats://host:4222``. Empty: from ``type``, ``broker`` and ``presence_manager``.
+    #: ``nats://host:4222``, ``postgresql://user@host:5432/db`` (PostgreSQL alone: history,
+    #: fan-out by LISTEN/NOTIFY, presence). Empty: from ``type``, ``broker`` and ``presence_manager``.
     url: str = ""
     type: Literal["", "memory", "redis"] = ""
     redis: RedisOptions = RedisOptions()
@@ -461,15 +478,60 @@ class EngineSettings(Section):
 
 class BrokerSettings(Section):
     enabled: bool = False
-    type: Literal["memory", "redis", "nats"] = "memory"
+    type: Literal["memory", "redis", "nats", "postgres"] = "memory"
     redis: RedisOptions = RedisOptions()
     nats: NatsOptions = NatsOptions()
+    postgres: PostgresBrokerOptions = PostgresBrokerOptions()
 
 
 class PresenceManagerSettings(Section):
     enabled: bool = False
     type: Literal["memory", "redis"] = "memory"
     redis: RedisOptions = RedisOptions()
+
+
+class PostgresConsumerOptions(Section):
+    """Centrifugo's ``consumers[].postgresql``: an outbox table of server API commands
+    (``livehub.consumers.postgresql`` shows the table)."""
+
+    #: The database of the outbox table: ``postgresql://user:pass@host:5432/db``.
+    dsn: str = ""
+    #: The table the app writes ``(method, payload, partition)`` rows to (``schema.table`` allowed).
+    outbox_table_name: str = ""
+    #: Partitions ``0 .. n-1``, each run by one worker at a time across all nodes, in id order.
+    num_partitions: Annotated[int, Field(ge=1, le=1024)] = 1
+    #: Rows read and run per transaction of a partition.
+    partition_select_limit: Annotated[int, Field(ge=1, le=10_000)] = 100
+    #: How often a partition is read when no notification wakes it.
+    partition_poll_interval: Duration = 0.3
+    #: LISTEN on this channel for the partition numbers a trigger notifies (empty: poll only).
+    partition_notification_channel: str = ""
+    #: Another DSN for the LISTEN connection (a direct one, when ``dsn`` goes through PgBouncer).
+    partition_notification_dsn: str = ""
+    #: ``pg_try_advisory_xact_lock``: a node finding a partition taken waits instead of queueing.
+    use_try_lock: bool = False
+
+
+class ConsumerSettings(Section):
+    """One of Centrifugo's ``consumers``; livehub runs the ``postgresql`` type."""
+
+    #: Unique among the consumers: it names the partitions' locks and the logs.
+    name: str = ""
+    #: Only enabled consumers run.
+    enabled: bool = False
+    #: ``postgresql``: the one type livehub runs (Centrifugo's others are refused when enabled).
+    type: str = ""
+    postgresql: PostgresConsumerOptions = PostgresConsumerOptions()
+
+    @model_validator(mode="after")
+    def _supported(self) -> ConsumerSettings:
+        if self.enabled and self.type != "postgresql":
+            raise ValueError(f"consumer {self.name!r}: type {self.type!r} is not supported (postgresql is)")
+        if self.enabled and not (self.name and self.postgresql.dsn and self.postgresql.outbox_table_name):
+            raise ValueError(
+                "a postgresql consumer needs name, postgresql.dsn and postgresql.outbox_table_name"
+            )
+        return self
 
 
 class AdminSettings(Section):
@@ -549,6 +611,8 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     node: NodeSettings = NodeSettings()
     demos: DemosSettings = DemosSettings()
+    #: Async consumers (Centrifugo's): sources of server API commands the node runs.
+    consumers: list[ConsumerSettings] = []
 
     @classmethod
     def settings_customise_sources(
@@ -613,6 +677,8 @@ def _engine_url_from_sections(settings: Settings) -> str:
     kind = broker.type if broker.enabled else "memory"
     if kind == "redis":
         url = broker.redis.url()
+    elif kind == "postgres":
+        url = broker.postgres.url()
     elif kind == "nats":
         url = broker.nats.url + f"?prefix={quote(broker.nats.prefix, safe='')}"
         url += f"&connect_timeout={broker.nats.dial_timeout:g}s"

@@ -252,6 +252,7 @@ class Node:
         tags: dict[str, str] | None = None,
         idempotency_key: str = "",
         skip_history: bool = False,
+        idempotent_result_ttl: float = 300.0,
     ) -> StreamPosition:
         """Publish raw JSON ``data``; returns the stream position (0, "" without history)."""
         opts = self.options(channel)
@@ -269,6 +270,7 @@ class Node:
                 info=info,
                 tags=tags or {},
                 idempotency_key=idempotency_key,
+                idempotent_result_ttl=idempotent_result_ttl,
                 use_delta=bool(opts.allowed_delta_types),
             ),
         )

@@ -91,6 +91,7 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from livehub.engines import options
+from livehub.engines.backoff import Backoff
 from livehub.engines.base import (
     BrokerEventHandler,
     EngineUnavailable,
@@ -98,7 +99,6 @@ from livehub.engines.base import (
     PresenceEntry,
     PublishOptions,
 )
-from livehub.engines.redis_pubsub import Backoff
 from livehub.engines.wire import DeltaBases, decode_info, decode_publication, encode_info, encode_publication
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 

@@ -73,6 +73,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from livehub.engines import options
+from livehub.engines.backoff import Backoff
 from livehub.engines.base import (
     BrokerEventHandler,
     EngineUnavailable,
@@ -80,7 +81,7 @@ from livehub.engines.base import (
     PresenceEntry,
     PublishOptions,
 )
-from livehub.engines.redis_pubsub import Backoff, ClusterPubSub, PubSub, PubSubConnection
+from livehub.engines.redis_pubsub import ClusterPubSub, PubSub, PubSubConnection
 from livehub.engines.wire import DeltaBases, decode_info, decode_publication, encode_info, encode_publication
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
