@@ -315,6 +315,7 @@ class Emulate(InstantControlCommand):
             return 0
         stream = node.stream_sessions.get(self.target.session)
         if stream is None:
+            log.debug("emulation request for session %s, not on this node: dropped", self.target.session)
             return 0
         if not stream.feed(self.frame):
             log.info("session %s: emulation request dropped, its inbox is full", self.target.session)
