@@ -64,6 +64,22 @@ STREAM_HEADERS = [
 ]
 
 
+def _last_one(frame: Callable[[str | bytes], bytes]) -> Callable[[str | bytes], bytes]:
+    """``frame``, remembering its last answer: fan-out hands the same message object to every
+    subscriber whose batch is that one message, so each publication is framed once."""
+    last_in: str | bytes = b""
+    last_out = frame(b"")
+
+    def framed(data: str | bytes) -> bytes:
+        nonlocal last_in, last_out
+        if data is not last_in:
+            last_out = frame(data)
+            last_in = data
+        return last_out
+
+    return framed
+
+
 def _ndjson(frame: str | bytes) -> bytes:
     data = frame.encode() if isinstance(frame, str) else frame
     return data + b"\n"
@@ -92,9 +108,9 @@ class StreamFormat:
     frame: Callable[[str | bytes], bytes]
 
 
-NDJSON = StreamFormat("ndjson", b"application/x-ndjson", b"", _ndjson)
+NDJSON = StreamFormat("ndjson", b"application/x-ndjson", b"", _last_one(_ndjson))
 DELIMITED = StreamFormat("delimited", b"application/octet-stream", b"", _delimited)
-SSE = StreamFormat("sse", b"text/event-stream; charset=utf-8", b"\r\n", _sse)
+SSE = StreamFormat("sse", b"text/event-stream; charset=utf-8", b"\r\n", _last_one(_sse))
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
