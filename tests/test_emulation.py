@@ -390,3 +390,18 @@ async def test_a_streaming_sessions_inbox_is_bounded_and_handled_in_order() -> N
     assert handled == [str(i) for i in range(INBOX_LIMIT)] + ["last"]
     await connection.stop()
     assert not connection.feed("after stop")
+
+
+async def test_a_unidirectional_stream_takes_no_commands_but_its_own() -> None:
+    handled: list[str | bytes] = []
+
+    class Quick:
+        closing = False
+
+        async def handle_frame(self, frame: str | bytes) -> None:
+            handled.append(frame)
+
+    connection = StreamConnection(Quick(), accepts_commands=False)  # type: ignore[arg-type]
+    assert not connection.feed("from /emulation")
+    assert connection.queue("connect")
+    await eventually(lambda: handled == ["connect"], "the server's own frame")

@@ -14,9 +14,10 @@ The interface, for a front end (``livehub.transports.emulation``):
 * :func:`serve_session` admits nothing itself (the caller ran ``admission`` and the
   connect hook), answers 200, runs a Session whose outbox writes to the response, feeds
   it ``frame`` (the connect command, usually) and returns once either side ended;
-  with ``emulated=True`` the session gets a stream session id (sent in the connect
-  reply with the node's id) under which ``node.stream_sessions`` finds it, and further
-  command frames reach it through :meth:`StreamConnection.feed` (``/emulation``).
+  the session gets a stream session id (sent in the connect reply with the node's id)
+  under which ``node.stream_sessions`` finds it (``/emulation``, server API calls naming a
+  ``session``); with ``emulated=True`` (bidirectional emulation) further command frames
+  reach it through :meth:`StreamConnection.feed`, else (unidirectional transports) none do.
 
 The writer is the ASGI route's (``ASGITransport``: one task, bounded queue, push-back to
 the outbox, whose byte limit closes a client that does not read with 3008); this module
@@ -187,16 +188,23 @@ class StreamConnection:
     """A streaming session's inbox: command frames handled one at a time, in order, as
     the WebSocket front ends handle theirs."""
 
-    __slots__ = ("session", "_inbox", "_task", "_open")
+    __slots__ = ("session", "accepts_commands", "_inbox", "_task", "_open")
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, accepts_commands: bool = True) -> None:
         self.session = session
+        #: Bidirectional emulation: ``feed`` takes frames (a unidirectional stream's does not).
+        self.accepts_commands = accepts_commands
         self._inbox: deque[str | bytes] = deque()
         self._task: asyncio.Task[None] | None = None
         self._open = True
 
     def feed(self, frame: str | bytes) -> bool:
-        """Queue a frame of commands; False (not queued) when the inbox is full or closed."""
+        """Queue a frame of commands; False (not queued) when the inbox is full or closed,
+        or the stream takes no commands."""
+        return self.accepts_commands and self.queue(frame)
+
+    def queue(self, frame: str | bytes) -> bool:
+        """``feed`` for the server's own frames (the connect command of the request)."""
         if not self._open or self.session.closing:
             return False
         if len(self._inbox) >= INBOX_LIMIT:
@@ -256,24 +264,20 @@ async def serve_session(
     stream_send = StreamSend(send, fmt, encoding)
     transport = ASGITransport(stream_send)
     session = Session(node, transport, credentials, scope, encoding=encoding)
-    connection = StreamConnection(session)
-    stream_id = ""
-    if emulated:
-        stream_id = str(uuid.uuid4())
-        session.stream_session = stream_id
-        node.stream_sessions[stream_id] = connection
+    connection = StreamConnection(session, accepts_commands=emulated)
+    stream_id = session.stream_session = str(uuid.uuid4())
+    node.stream_sessions[stream_id] = connection
     gone = asyncio.ensure_future(_client_gone(receive))
     closed: asyncio.Future[None] = asyncio.ensure_future(session.outbox.wait_closed())
     try:
         session.start()
-        connection.feed(frame)
+        connection.queue(frame)
         await asyncio.wait((gone, closed, stream_send.closing), return_when=asyncio.FIRST_COMPLETED)
         if not gone.done() and not closed.done():
             # the body's end may wait for a client that does not read: not for long
             await asyncio.wait((gone, closed), timeout=CLOSE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if stream_id:
-            node.stream_sessions.pop(stream_id, None)
+        node.stream_sessions.pop(stream_id, None)
         gone.cancel()
         closed.cancel()
         session.outbox.abort()
