@@ -84,9 +84,11 @@ class Client:
 
     @property
     def transport(self) -> str:
-        """ "websocket" (the transport the connection came on)."""
+        """The transport the connection came on: "websocket", "http_stream" or "sse"."""
         scope = self._session.scope
-        return "websocket" if scope is None else str(scope.get("type", "websocket"))
+        if scope is None:
+            return "websocket"
+        return str(scope.get("livehub.transport") or scope.get("type", "websocket"))
 
     @property
     def handshake(self) -> HTTPConnection:

@@ -49,6 +49,7 @@ from livehub.protocol.codes import Disconnect, Error, error_internal
 from livehub.settings import ConsumerSettings, NamespaceOptions, Settings
 from livehub.transactional import TransactionalOutbox
 from livehub.transports.asgi import websocket_handler
+from livehub.transports.emulation import add_stream_routes
 
 log = logging.getLogger("livehub.hub")
 
@@ -228,6 +229,7 @@ class Hub:
             await handle(websocket)
 
         router.add_api_websocket_route(self.settings.websocket.handler_prefix, connection)
+        add_stream_routes(router, self.node)  # HTTP-streaming, SSE, /emulation when enabled
         if asyncapi_url:
             router.add_api_route(
                 asyncapi_url, self.asyncapi, methods=["GET"], include_in_schema=False, response_model=None

@@ -16,6 +16,7 @@ number is bounded by the config (unknown namespaces are refused before anything 
 
 from __future__ import annotations
 
+import collections
 import functools
 import time
 from collections import OrderedDict
@@ -149,6 +150,11 @@ def server_disconnect(code: int) -> None:
     SERVER_DISCONNECTS.labels(str(code)).inc()
 
 
+def _transport(scope: dict[str, Any] | None) -> str:
+    """The transport a session came on (``livehub.client.Client.transport``)."""
+    return "websocket" if scope is None else str(scope.get("livehub.transport") or "websocket")
+
+
 class NodeCollector(Collector):
     """The node's state at scrape time."""
 
@@ -163,6 +169,15 @@ class NodeCollector(Collector):
             return GaugeMetricFamily(f"centrifugo_node_{name}", help_text, value=value)
 
         yield gauge("num_clients", "Number of clients connected.", len(node.sessions))
+        by_transport = GaugeMetricFamily(
+            "livehub_node_num_clients_by_transport",
+            "Number of clients connected, by transport (websocket, http_stream, sse).",
+            labels=["transport"],
+        )
+        counts = collections.Counter(_transport(s.scope) for s in node.sessions.values())
+        for name in sorted(counts):
+            by_transport.add_metric([name], counts[name])
+        yield by_transport
         yield gauge("num_users", "Number of unique users connected.", len(node.users))
         yield gauge("num_subscriptions", "Number of subscriptions.", sum(channels.values()))
         yield gauge("num_channels", "Number of channels with one or more subscribers.", len(channels))

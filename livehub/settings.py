@@ -563,6 +563,39 @@ class WebSocketSettings(Section):
     handshake_timeout: Duration = 10.0
 
 
+class HttpStreamSettings(Section):
+    """The HTTP-streaming transport (``POST`` the connect command, replies stream back), with
+    bidirectional emulation: the client's further commands come through ``emulation``."""
+
+    #: Serve the transport (off by default, as in Centrifugo).
+    enabled: bool = False
+    #: Its path.
+    handler_prefix: str = "/connection/http_stream"
+    #: Largest connect request body in bytes; a bigger one is answered 413.
+    max_request_body_size: Annotated[int, Field(ge=128)] = 65536
+
+
+class SseSettings(Section):
+    """The SSE (EventSource) transport, with bidirectional emulation like ``http_stream``."""
+
+    #: Serve the transport (off by default, as in Centrifugo).
+    enabled: bool = False
+    #: Its path (``GET`` with ``cf_connect``, or ``POST``).
+    handler_prefix: str = "/connection/sse"
+    #: Largest connect command in bytes (``cf_connect`` or a POST body); a bigger one is 413.
+    max_request_body_size: Annotated[int, Field(ge=128)] = 65536
+
+
+class EmulationSettings(Section):
+    """The endpoint carrying the commands of HTTP-streaming and SSE clients (served when
+    either is enabled); a request reaching another node than the session's is forwarded."""
+
+    #: Its path, which the SDKs' ``emulationEndpoint`` option names.
+    handler_prefix: str = "/emulation"
+    #: Largest emulation request body in bytes; a bigger one is answered 413.
+    max_request_body_size: Annotated[int, Field(ge=128)] = 65536
+
+
 class TlsSettings(Section):
     """Centrifugo's ``http_server.tls``: ``cert_pem``/``key_pem`` are a file path or the PEM itself."""
 
@@ -932,6 +965,9 @@ class Settings(BaseSettings):
     channel: ChannelSettings = ChannelSettings()
     http_api: HttpApiSettings = HttpApiSettings()
     websocket: WebSocketSettings = WebSocketSettings()
+    http_stream: HttpStreamSettings = HttpStreamSettings()
+    sse: SseSettings = SseSettings()
+    emulation: EmulationSettings = EmulationSettings()
     http_server: HttpServerSettings = HttpServerSettings()
     engine: EngineSettings = EngineSettings()
     broker: BrokerSettings = BrokerSettings()

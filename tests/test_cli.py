@@ -375,11 +375,11 @@ def test_checkconfig_refuses_centrifugo_options_livehub_lacks_unless_off(tmp_pat
     path = tmp_path / "centrifugo.json"
     path.write_text(
         '{"client": {"token": {"hmac_secret_key": "s"}, "concurrency": 8},'
-        ' "http_api": {"key": "k"}, "sse": {"enabled": true}}'
+        ' "http_api": {"key": "k"}, "webtransport": {"enabled": true}}'
     )
     done = livehub("checkconfig", str(path))
     assert done.returncode == 2
-    assert "sse: Centrifugo's option, not supported by livehub" in done.stderr
+    assert "webtransport: Centrifugo's option, not supported by livehub" in done.stderr
     assert "client.concurrency: Centrifugo's option, not supported by livehub" in done.stderr
 
     path.write_text('{"client": {"proxy": {"connect": {"enabled": true}}}}')
@@ -389,7 +389,7 @@ def test_checkconfig_refuses_centrifugo_options_livehub_lacks_unless_off(tmp_pat
 
     path.write_text(
         '{"client": {"token": {"hmac_secret_key": "s"}}, "http_api": {"key": "k"},'
-        ' "log": {"level": "debug"}, "sse": {"enabled": false},'
+        ' "log": {"level": "debug"}, "webtransport": {"enabled": false},'
         ' "grpc_api": {"enabled": false, "port": 10000},'
         ' "usage_stats": {"enabled": false}, "admin": {"enabled": true, "password": "p", "secret": "s"}}'
     )

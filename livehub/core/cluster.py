@@ -15,6 +15,9 @@ nodes ignore their own (they act locally before sending) and types they do not k
                   since: [offset, epoch] | null, overrides: {force_recovery, ...}}
     unsubscribe  {user, client, session, all_users, channel}
     refresh      {user, client, session, all_users, expired, expire_at, info}
+    emulation    {user, client, session, all_users, node, frame, binary}
+                                                       commands of a streaming session on node
+                                                       ``node`` (frame: JSON text, or base64)
 
 (``info``/``data`` hold the raw JSON as text; ``code`` 0 is the default disconnect.) A
 command is applied as it arrives when it takes effect at once (disconnect, refresh), and

@@ -18,10 +18,12 @@ cannot wait, like ``Hub.disconnect``, can still give them.
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 from livehub.models import StreamPosition
 from livehub.protocol.codes import Disconnect, disconnect_force_no_reconnect
@@ -29,6 +31,8 @@ from livehub.protocol.codes import Disconnect, disconnect_force_no_reconnect
 if TYPE_CHECKING:
     from livehub.core.node import Node
     from livehub.core.session import Session
+
+log = logging.getLogger("livehub.core.control")
 
 #: The namespace options a server-side subscribe may override (``SubscribeUser.overrides``).
 OVERRIDES = ("force_push_join_leave", "force_recovery", "force_positioning")
@@ -43,14 +47,24 @@ def _raw(value: Any) -> bytes | None:
     return value.encode() if isinstance(value, str) else None
 
 
+class StreamSession(Protocol):
+    """A session of a streaming transport, as ``Node.stream_sessions`` holds it."""
+
+    session: Session
+
+    def feed(self, frame: str | bytes) -> bool:
+        """Queue a frame of commands for the session; False if it takes none now."""
+        ...
+
+
 @dataclass(frozen=True)
 class Target:
     """Which connections a command is for, picked as Centrifuge's hub picks them.
 
     Every connection of ``user`` ("" is the anonymous ones), narrowed to the one with the
     ``client`` id; ``all_users`` with an empty user is every connection. ``session`` ids
-    exist only for unidirectional transports, so over WebSocket a non-empty ``session``
-    matches nothing.
+    exist only for streaming transports (``Node.stream_sessions``): a non-empty ``session``
+    matches that session alone, never a WebSocket connection.
     """
 
     user: str
@@ -60,9 +74,14 @@ class Target:
 
     def select(self, node: Node) -> list[Session]:
         """The targeted connections on ``node``."""
-        if self.session:
-            return []
         everyone = self.all_users and not self.user
+        if self.session:
+            stream = node.stream_sessions.get(self.session)
+            if stream is None:
+                return []
+            session = stream.session
+            ok = (session.user == self.user or everyone) and (not self.client or session.id == self.client)
+            return [session] if ok else []
         if self.client:
             found = node.sessions.get(self.client)
             if found is not None and (found.user == self.user or everyone):
@@ -75,10 +94,9 @@ class Target:
     def elsewhere(self, found: int) -> bool:
         """May other nodes hold targeted connections too, ``found`` of them being here?
 
-        Not when the one ``client`` aimed at is here, nor for a ``session`` (only
-        unidirectional transports have one, so none exists on any node).
+        Not when the one ``client`` or ``session`` aimed at is here.
         """
-        return not self.session and not (self.client and found)
+        return not ((self.client or self.session) and found)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -281,9 +299,44 @@ class RefreshUser(InstantControlCommand):
         )
 
 
+@dataclass(frozen=True)
+class Emulate(InstantControlCommand):
+    """Commands of a streaming session (HTTP-streaming, SSE), sent to ``/emulation`` on
+    whichever node: for the session ``target.session`` on node ``node``. The frame is text
+    (JSON) or bytes (Protobuf) as the session's encoding reads it; only node ``node``
+    looks for the session (the others drop the message)."""
+
+    kind: ClassVar[str] = "emulation"
+    node: str = ""
+    frame: str | bytes = ""
+
+    def apply_now(self, node: Node) -> int:
+        if self.node != node.id:
+            return 0
+        stream = node.stream_sessions.get(self.target.session)
+        if stream is None:
+            log.debug("emulation request for session %s, not on this node: dropped", self.target.session)
+            return 0
+        if not stream.feed(self.frame):
+            log.info("session %s: emulation request dropped, its inbox is full", self.target.session)
+        return 1
+
+    def to_wire(self) -> dict[str, Any]:
+        binary = isinstance(self.frame, bytes)
+        frame = base64.b64encode(self.frame).decode() if isinstance(self.frame, bytes) else self.frame
+        return {**self.target.to_wire(), "node": self.node, "frame": frame, "binary": binary}
+
+    @classmethod
+    def from_wire(cls, m: dict[str, Any]) -> Self:
+        frame = m["frame"]
+        if not isinstance(frame, str):
+            raise TypeError("emulation frame must be text")
+        return cls(Target.from_wire(m), str(m["node"]), base64.b64decode(frame) if m.get("binary") else frame)
+
+
 #: Control message type -> command class.
 COMMANDS: dict[str, type[ControlCommand]] = {
-    cls.kind: cls for cls in (SubscribeUser, UnsubscribeUser, DisconnectUser, RefreshUser)
+    cls.kind: cls for cls in (SubscribeUser, UnsubscribeUser, DisconnectUser, RefreshUser, Emulate)
 }
 
 
@@ -300,8 +353,10 @@ __all__ = [
     "OVERRIDES",
     "ControlCommand",
     "DisconnectUser",
+    "Emulate",
     "InstantControlCommand",
     "RefreshUser",
+    "StreamSession",
     "SubscribeUser",
     "Target",
     "UnsubscribeUser",

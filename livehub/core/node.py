@@ -28,7 +28,7 @@ from livehub import __version__
 from livehub.core.auth import TokenVerifier
 from livehub.core.channels import ChannelRules, glob
 from livehub.core.cluster import Cluster
-from livehub.core.control import ControlCommand, InstantControlCommand
+from livehub.core.control import ControlCommand, InstantControlCommand, StreamSession
 from livehub.core.limits import CommandLimits, ConnectionGate, LocalTokenStore, TokenStore, UserCommandLimits
 from livehub.core.maps import MapPresence, Maps
 from livehub.core.outbox import Flusher
@@ -121,6 +121,9 @@ class Node:
         self.started_at = time.time()
         self.sessions: dict[str, Session] = {}
         self.users: dict[str, set[Session]] = {}
+        #: Sessions of streaming transports by their stream session id (``Session.stream_session``):
+        #: where ``/emulation`` requests and control commands aimed at a session find them.
+        self.stream_sessions: dict[str, StreamSession] = {}
         self._hub: dict[str, dict[Session, Subscription]] = {}
         self.rpc_handlers: dict[str, RPCHandler] = {}
         #: Server API RPC methods (``POST /api/rpc``): ``handler(params) -> result``, no client

@@ -91,7 +91,7 @@ class Session:
     __slots__ = (
         "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "state",
         "credentials", "scope", "handle", "encoding", "_expires_at", "_clock", "_timers", "_tasks", "_joins",
-        "_limiter", "_user_flood", "meta", "map_loading",
+        "_limiter", "_user_flood", "meta", "map_loading", "stream_session",
     )  # fmt: skip
 
     def __init__(
@@ -139,6 +139,9 @@ class Session:
         self.map_loading: dict[str, MapLoading] = {}
         #: Refusals by ``client.rate_limit.user_command`` (per second, for the 3013 close).
         self._user_flood = FloodGuard(node.user_limits.limits.flood_limit, time.monotonic())
+        #: The id a streaming transport's further commands (``/emulation``) name this session
+        #: by, secret unlike ``id``; sent with the node's id in the connect reply. "": none.
+        self.stream_session = ""
 
     # -- lifecycle
 
@@ -443,6 +446,8 @@ class Session:
         self._timer("stale", 0, None)
         node.add_session(self)
         result: dict[str, Any] = {"client": self.id, "version": node.version}
+        if self.stream_session:
+            result["session"], result["node"] = self.stream_session, node.id
         if cfg.ping_interval > 0:
             result["ping"] = max(1, round(cfg.ping_interval))
             result["pong"] = True

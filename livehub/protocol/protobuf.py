@@ -551,3 +551,10 @@ def decode_frame(frame: str | bytes) -> list[ClientCommand]:
     if not commands:
         raise disconnect_bad_request()
     return commands
+
+
+def decode_emulation_request(buf: bytes) -> tuple[str, str, bytes]:
+    """An ``EmulationRequest`` (node = 1, session = 2, data = 3): (node, session, data);
+    3501's Disconnect if malformed."""
+    fields = _fields(buf)
+    return _str(fields, 1), _str(fields, 2), _bytes(fields, 3) or b""

@@ -46,11 +46,22 @@ export const validName = (name) => NAME.test(name);
 export const endpoint = () => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/connection/websocket`;
 
 /**
+ * The transports the SDK tries, in order: WebSocket, then HTTP-streaming and SSE where WebSocket is
+ * unavailable (served when the config enables them, as examples/demo.toml does; their commands go to
+ * /emulation).
+ */
+export const transports = () => [
+  { transport: "websocket", endpoint: endpoint() },
+  { transport: "http_stream", endpoint: `${location.origin}/connection/http_stream` },
+  { transport: "sse", endpoint: `${location.origin}/connection/sse` },
+];
+
+/**
  * A connected Centrifuge client for `user` (anonymous when user is null). The JWT comes from
  * the demo route /demos/token; the SDK asks again when it expires.
  */
 export function connect(user) {
-  const options = { name: "livehub-demo" };
+  const options = { name: "livehub-demo", emulationEndpoint: `${location.origin}/emulation` };
   if (user) {
     options.getToken = async () => {
       const reply = await fetch(`/demos/token?user=${encodeURIComponent(user)}`);
@@ -64,7 +75,7 @@ export function connect(user) {
       return (await reply.json()).token;
     };
   }
-  const client = new Centrifuge(endpoint(), options);
+  const client = new Centrifuge(transports(), options);
   showState(client);
   client.connect();
   window.livehub = { client, user }; // for poking at from the console
