@@ -140,6 +140,20 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
             "recovered_publications_histogram"
         ).split()
     ),
+    "uni_http_stream": frozenset(
+        "connect_code_to_http_response enabled handler_prefix max_request_body_size".split()
+    ),
+    "uni_sse": frozenset(
+        "connect_code_to_http_response enabled handler_prefix max_request_body_size".split()
+    ),
+    "uni_websocket": frozenset(
+        (
+            "compression compression_level compression_min_size decompressed_message_size_limit "
+            "disable_closing_handshake disable_disconnect_push enabled handler_prefix "
+            "join_push_messages message_size_limit read_buffer_size use_write_buffer_pool "
+            "write_buffer_size write_timeout"
+        ).split()
+    ),
     "websocket": frozenset(
         (
             "compression compression_level compression_min_size decompressed_message_size_limit "

@@ -45,6 +45,7 @@ from livehub.dependencies import Callback
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.protocol.codes import Disconnect, Error, error_internal
 from livehub.settings import NamespaceOptions, Settings
+from livehub.transports import uni_http
 from livehub.transports.asgi import websocket_handler
 
 log = logging.getLogger("livehub.hub")
@@ -198,6 +199,7 @@ class Hub:
             await handle(websocket)
 
         router.add_api_websocket_route(self.settings.websocket.handler_prefix, connection)
+        uni_http.add_routes(router, self.node)
         if asyncapi_url:
             router.add_api_route(
                 asyncapi_url, self.asyncapi, methods=["GET"], include_in_schema=False, response_model=None

@@ -222,6 +222,23 @@ class ClientSettings(Section):
     #: epoch or a missed offset (lost while the broker connection was down) unsubscribes
     #: the client with 2500 "insufficient state", so the SDK resubscribes and recovers. 0: never.
     channel_position_check_delay: Duration = 40.0
+    #: livehub's form of Centrifugo 6.9's ``emulated_headers`` (there, one list per proxy):
+    #: the header names an SDK may send inside its ``connect`` command (the ``headers``
+    #: option, for browsers that cannot set headers on a WebSocket) that the app's callbacks
+    #: then see as request headers (``Header(...)``, ``client.headers``). Case-insensitive;
+    #: others are dropped; a real request header of the same name wins. The values are the
+    #: client's own: list only names the app checks itself (a token it verifies). With a
+    #: list set, ``on_connect`` runs at the ``connect`` command instead of the upgrade.
+    emulated_headers: list[str] = []
+
+    @model_validator(mode="after")
+    def _emulated_headers_are_names(self) -> ClientSettings:
+        names = [name.strip().lower() for name in self.emulated_headers]
+        bad = [name for name in names if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9a-z-]+", name)]
+        if bad:
+            raise ValueError(f"emulated_headers: not header names: {', '.join(map(repr, bad))}")
+        self.emulated_headers = names
+        return self
 
     @model_validator(mode="after")
     def _pong_before_next_ping(self) -> ClientSettings:
@@ -314,6 +331,42 @@ class WebSocketSettings(Section):
     #: An upgrade request must be complete, and the app's connect hook done, this long after
     #: the connection opened; else it is dropped (408, or 503 while the hook still runs). 0: none.
     handshake_timeout: Duration = 10.0
+
+
+class UniWebSocketSettings(Section):
+    """Centrifugo's ``uni_websocket``: a WebSocket whose client sends one connect request
+    (its first message, or the ``cf_connect`` query parameter) and then only receives."""
+
+    enabled: bool = False
+    handler_prefix: str = "/connection/uni_websocket"
+    #: Largest incoming frame in bytes (the connect request); bigger ones close with 1009.
+    message_size_limit: Annotated[int, Field(ge=128)] = 65536
+    #: Several queued messages in one frame, newline-separated (the client must split them);
+    #: off: one message per frame.
+    join_push_messages: bool = False
+    #: No ``disconnect`` message before the close frame (which carries the same code).
+    disable_disconnect_push: bool = False
+
+
+class UniStreamSettings(Section):
+    enabled: bool = False
+    handler_prefix: str = ""
+    #: Largest connect request body in bytes; a bigger one is answered 413.
+    max_request_body_size: Annotated[int, Field(ge=1)] = 65536
+
+
+class UniSSESettings(UniStreamSettings):
+    """Centrifugo's ``uni_sse``: an EventSource stream (``GET`` with the connect request in
+    the ``cf_connect`` query parameter, or ``POST`` with it as the body)."""
+
+    handler_prefix: str = "/connection/uni_sse"
+
+
+class UniHTTPStreamSettings(UniStreamSettings):
+    """Centrifugo's ``uni_http_stream``: ``POST`` the connect request as the body, read
+    newline-delimited JSON messages."""
+
+    handler_prefix: str = "/connection/uni_http_stream"
 
 
 class TlsSettings(Section):
@@ -503,6 +556,9 @@ class Settings(BaseSettings):
     channel: ChannelSettings = ChannelSettings()
     http_api: HttpApiSettings = HttpApiSettings()
     websocket: WebSocketSettings = WebSocketSettings()
+    uni_websocket: UniWebSocketSettings = UniWebSocketSettings()
+    uni_sse: UniSSESettings = UniSSESettings()
+    uni_http_stream: UniHTTPStreamSettings = UniHTTPStreamSettings()
     http_server: HttpServerSettings = HttpServerSettings()
     engine: EngineSettings = EngineSettings()
     broker: BrokerSettings = BrokerSettings()

@@ -60,6 +60,7 @@ from livehub.protocol.websocket import (
     parse_request,
     reject_response,
 )
+from livehub.transports import unidirectional
 from livehub.transports.asgi import admission
 
 log = logging.getLogger("livehub.connection")
@@ -102,6 +103,8 @@ class State(enum.Enum):
 # The states as module globals: an Enum member looked up on its class costs ~8 times as much
 # (Python 3.11), and ``write`` checks the state for every delivery.
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = State.HANDSHAKE, State.OPEN, State.CLOSING, State.CLOSED
+# uni_websocket connections (``ClientConnection._uni``): waiting for the connect request; past it.
+_UNI_WAITING, _UNI_DONE = 1, 2
 
 # The last text frame encoded: fan-out hands the same string to every recipient whose
 # batch is that one message, so each publication is encoded and framed once.
@@ -143,7 +146,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "_node", "_args", "_head", "_transport", "_connections", "_state", "_paused", "_parser",
-        "_session", "_inbox", "_task", "_drained", "_timer", "_pong", "_admitted",
+        "_session", "_inbox", "_task", "_drained", "_timer", "_pong", "_admitted", "_uni",
     )  # fmt: skip
 
     def __init__(self, node: Node, config: Any, server_state: Any, app_state: Any, _loop: Any = None) -> None:
@@ -167,6 +170,9 @@ class ClientConnection(asyncio.Protocol):
         self._pong: bytes | None = None
         #: The client address the node's gate counted this connection under, until it ends.
         self._admitted: str | None = None
+        #: uni_websocket (``livehub.transports.unidirectional``): _UNI_WAITING for its connect
+        #: request, _UNI_DONE once it has it (what it sends later is dropped); 0: bidirectional.
+        self._uni = 0
 
     # -- asyncio.Protocol
 
@@ -275,10 +281,18 @@ class ClientConnection(asyncio.Protocol):
     # -- the opening handshake
 
     def _on_request(self, head: bytes) -> None:
-        """Answer an upgrade to the client endpoint; hand anything else to uvicorn."""
-        start = b"GET " + self._node.settings.websocket.handler_prefix.encode()
-        if not (head[: len(start)] == start and head[len(start) : len(start) + 1] in (b" ", b"?")):
-            if len(head) <= len(start) and start.startswith(head):
+        """Answer an upgrade to the client endpoint (or uni_websocket's, when enabled); hand
+        anything else to uvicorn."""
+        settings = self._node.settings
+        starts = [b"GET " + settings.websocket.handler_prefix.encode()]
+        if settings.uni_websocket.enabled:
+            starts.append(b"GET " + settings.uni_websocket.handler_prefix.encode())
+        for uni, start in enumerate(starts):
+            if head[: len(start)] == start and head[len(start) : len(start) + 1] in (b" ", b"?"):
+                self._uni = _UNI_WAITING if uni else 0
+                break
+        else:
+            if any(len(head) <= len(start) and start.startswith(head) for start in starts):
                 self._head = head  # too short to tell yet
             else:
                 self._hand_over(head)
@@ -296,7 +310,7 @@ class ClientConnection(asyncio.Protocol):
             self._hand_over(head)
             return
         node = self._node
-        hook = node.connect_hook
+        hook = node.upgrade_hook
         if "upgrade" not in request.headers:
             # a plain GET of the endpoint's URL; or an app whose on_connect runs only in its
             # route (until the Hub sets ``connect_hook``)
@@ -316,9 +330,20 @@ class ClientConnection(asyncio.Protocol):
             return
         self._admitted = ip
         offered = offered_subprotocols(request)
-        encoding, subprotocol = negotiate(offered, request.target.partition("?")[2])
+        query = request.target.partition("?")[2]
+        encoding, subprotocol = negotiate(offered, query)
+        if self._uni:
+            try:  # a connect request in the URL (Centrifugo's cf_connect) is the first message
+                frame = unidirectional.query_connect_frame(query)
+            except Disconnect:
+                self._refuse(HandshakeError(400, "invalid connect request"))
+                return
+            if frame is not None:
+                self._uni = _UNI_DONE
+                self._inbox = [frame]  # handled once the session exists (_accept)
         if hook is None:
-            self._accept(key, subprotocol, encoding, None, None)
+            scope = self._scope(request, offered) if node.connect_hook is not None else None
+            self._accept(key, subprotocol, encoding, None, scope)
             return
         self._pause(_HOOK)
         scope = self._scope(request, offered)
@@ -358,9 +383,16 @@ class ClientConnection(asyncio.Protocol):
         self._transport.write(accept_response(key, subprotocol))
         self._state = _OPEN
         self._connections.add(self)
-        self._parser = FrameParser(self._node.settings.websocket.message_size_limit)
-        self._session = Session(self._node, self, credentials, scope, encoding=encoding)
-        self._session.start()
+        settings = self._node.settings
+        if self._uni:
+            self._parser = FrameParser(settings.uni_websocket.message_size_limit)
+            self._session = unidirectional.websocket_session(self._node, self, credentials, scope)
+            if self._inbox:  # the connect request came in the URL
+                self._task = asyncio.get_running_loop().create_task(self._handle_inbox(self._session))
+        else:
+            self._parser = FrameParser(settings.websocket.message_size_limit)
+            self._session = Session(self._node, self, credentials, scope, encoding=encoding)
+            self._session.start()
         rest, self._head = self._head, b""
         self._resume(_HOOK)
         if rest:
@@ -432,6 +464,10 @@ class ClientConnection(asyncio.Protocol):
         if opcode == OP_TEXT or opcode == OP_BINARY:
             if session.closing or self._state is not _OPEN:
                 return
+            if self._uni:  # its first message is its connect request; the rest is not read
+                if self._uni == _UNI_DONE:
+                    return
+                self._uni = _UNI_DONE
             if (opcode == OP_BINARY) is not session.encoding.binary:  # JSON is text, Protobuf binary
                 session.disconnect(disconnect_inappropriate_protocol())
                 return
@@ -487,6 +523,12 @@ class ClientConnection(asyncio.Protocol):
     def write(self, frame: str | bytes) -> bool:
         if self._state is _OPEN:
             self._transport.write(_text_frame(frame) if isinstance(frame, str) else _binary_frame(frame))
+        return not self._paused & _BLOCKED
+
+    def write_raw(self, data: bytes) -> bool:
+        """Write WebSocket frames made already (uni_websocket's: one per message)."""
+        if self._state is _OPEN:
+            self._transport.write(data)
         return not self._paused & _BLOCKED
 
     async def drained(self) -> None:

@@ -1,0 +1,196 @@
+"""Unidirectional connections: what they receive, and uni_websocket's side of the socket.
+
+A unidirectional client (curl, EventSource, a plain WebSocket) sends one connect request,
+Centrifugo's ``ConnectRequest`` object itself (``{"token": "..."}``, not a command), and
+then only receives. It is an ordinary :class:`~livehub.core.session.Session` made with
+``unidirectional=True``: the connect request becomes its one ``connect`` command, so the
+token, ``on_connect``, the ``channels`` claim, the personal channel and recovery work as
+for any client, and its subscriptions are the server-side ones. What it is sent is the
+protocol's ``Push`` objects on their own, not wrapped in ``{"push": ...}``:
+
+* first ``{"connect": {"client": ..., "subs": {...}, "ping": 25, "session": ...}}``;
+* then ``{"channel": "news", "pub": {"data": ...}}``, ``join``, ``leave``, ``subscribe``,
+  ``unsubscribe``, ``message``, ``refresh`` pushes;
+* ``{}`` every ``client.ping_interval`` (no answer expected);
+* last, when the server ends it, ``{"disconnect": {"code": 3005, "reason": "connection
+  expired"}}`` (not after 3008: a client too slow to read is not written to any more).
+
+A refused connect gets no error reply: the connection ends with the disconnect code
+Centrifuge maps the error to (``livehub.protocol.codes.unidirectional_disconnect``).
+
+Fan-out encodes a publication once, wrapped, for every JSON client; a unidirectional
+connection's outbox unwraps the messages of each frame it writes (a slice per message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+import orjson
+
+from livehub.core.node import Node
+from livehub.core.session import Session
+from livehub.models import Credentials
+from livehub.protocol import codec
+from livehub.protocol.codes import Disconnect, Error, disconnect_bad_request
+from livehub.protocol.commands import ClientCommand, ConnectParams
+from livehub.protocol.encoding import JSON, Encoding
+from livehub.protocol.websocket import OP_TEXT, encode_frame
+
+#: The query parameter carrying the connect request as JSON (uni_sse's GET, uni_websocket).
+CONNECT_PARAM = "cf_connect"
+_PUSH = '{"push":'
+
+
+def unwrap(message: str) -> str:
+    """A queued message as a unidirectional client gets it: a push without its wrapper."""
+    return message[len(_PUSH) : -1] if message.startswith(_PUSH) else message
+
+
+def connect_request(data: str | bytes) -> ConnectParams:
+    """A connect request (``ConnectRequest`` JSON; ``null`` or empty: no parameters), or a
+    3501 Disconnect."""
+    if not data.strip():
+        return ConnectParams()
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise disconnect_bad_request() from None
+    if obj is None:
+        return ConnectParams()
+    if not isinstance(obj, dict):
+        raise disconnect_bad_request()
+    return ConnectParams.parse(obj)
+
+
+def query_connect_frame(query: str) -> str | None:
+    """The connect request in a ``cf_connect`` query parameter, checked (a 3501 Disconnect
+    if it is not one); None without one."""
+    if CONNECT_PARAM not in query:
+        return None
+    values = parse_qs(query).get(CONNECT_PARAM)
+    if not values:
+        return None
+    connect_request(values[0])
+    return values[0]
+
+
+def connect_command(params: ConnectParams) -> ClientCommand:
+    return ClientCommand(1, "connect", params)
+
+
+def _decode_connect(frame: str | bytes) -> list[ClientCommand]:
+    return [connect_command(connect_request(frame))]
+
+
+def _connect_push(command_id: int, method: str, result: dict[str, Any]) -> str:
+    return codec.encode_push("", method, result)
+
+
+def disconnect_push(disconnect: Disconnect) -> str:
+    return codec.encode({"disconnect": {"code": disconnect.code, "reason": disconnect.reason}})
+
+
+def encoding(join: Callable[[list[Any]], str | bytes]) -> Encoding:
+    """JSON whose frames ``join`` makes (unwrapping each message) and whose one incoming
+    frame is a connect request; replies (to ``connect`` only) go as pushes."""
+    return Encoding(
+        "json",
+        JSON.subprotocol,
+        False,
+        codec.PING,
+        _decode_connect,
+        _connect_push,
+        JSON.encode_error,
+        codec.encode_push,
+        join,
+    )
+
+
+# -- uni_websocket: one WebSocket message per push (or newline-joined, join_push_messages)
+
+_last_message = ""
+_last_frame = b""
+
+
+def _text_frame(message: str) -> bytes:
+    """A message as one WebSocket text frame; fan-out hands every recipient the same string,
+    so it is framed once per publication."""
+    global _last_message, _last_frame
+    if message is not _last_message:
+        _last_frame = encode_frame(OP_TEXT, unwrap(message).encode())
+        _last_message = message
+    return _last_frame
+
+
+def _frames(messages: list[str]) -> bytes:
+    return b"".join(map(_text_frame, messages))
+
+
+def _joined(messages: list[str]) -> str:
+    return "\n".join(map(unwrap, messages))
+
+
+FRAMES = encoding(_frames)
+JOINED = encoding(_joined)
+
+
+class WebSocketConnection(Protocol):
+    """What uni_websocket needs of the socket-level connection
+    (``livehub.transports.websocket.ClientConnection``)."""
+
+    def write(self, frame: str | bytes) -> bool: ...
+
+    def write_raw(self, data: bytes) -> bool: ...
+
+    async def drained(self) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class WebSocketWriter:
+    """A uni_websocket session's transport: frames made by its encoding go to the socket as
+    they are; the ``disconnect`` push precedes the close frame."""
+
+    __slots__ = ("_connection", "_disconnect_push")
+
+    def __init__(self, connection: WebSocketConnection, disconnect_push: bool) -> None:
+        self._connection = connection
+        self._disconnect_push = disconnect_push
+
+    def write(self, frame: str | bytes) -> bool:
+        connection = self._connection
+        return connection.write(frame) if isinstance(frame, str) else connection.write_raw(frame)
+
+    async def drained(self) -> None:
+        await self._connection.drained()
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._disconnect_push and code not in (3000, 3008):
+            push = disconnect_push(Disconnect(code, reason))
+            self._connection.write_raw(encode_frame(OP_TEXT, push.encode()))
+        await self._connection.close(code, reason)
+
+
+def websocket_session(
+    node: Node,
+    connection: WebSocketConnection,
+    credentials: Credentials | Error | Disconnect | None,
+    scope: dict[str, Any] | None,
+) -> Session:
+    """The Session of a uni_websocket connection (started)."""
+    cfg = node.settings.uni_websocket
+    writer = WebSocketWriter(connection, not cfg.disable_disconnect_push)
+    session = Session(
+        node,
+        writer,
+        credentials,
+        scope,
+        encoding=JOINED if cfg.join_push_messages else FRAMES,
+        unidirectional=True,
+        transport_name="uni_websocket",
+    )
+    session.start()
+    return session
