@@ -45,7 +45,7 @@ from livehub.dependencies import Callback
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.protocol.codes import Disconnect, Error, error_internal
 from livehub.settings import NamespaceOptions, Settings
-from livehub.transports import uni_http
+from livehub.transports import uni_http, unidirectional
 from livehub.transports.asgi import websocket_handler
 
 log = logging.getLogger("livehub.hub")
@@ -199,6 +199,13 @@ class Hub:
             await handle(websocket)
 
         router.add_api_websocket_route(self.settings.websocket.handler_prefix, connection)
+        if self.settings.uni_websocket.enabled:
+            uni_handle = unidirectional.asgi_websocket_handler(self.node)
+
+            async def uni_connection(websocket: WebSocket) -> None:
+                await uni_handle(websocket)
+
+            router.add_api_websocket_route(self.settings.uni_websocket.handler_prefix, uni_connection)
         uni_http.add_routes(router, self.node)
         if asyncapi_url:
             router.add_api_route(

@@ -24,20 +24,23 @@ connection's outbox unwraps the messages of each frame it writes (a slice per me
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qs
 
 import orjson
+from starlette.websockets import WebSocket
 
 from livehub.core.node import Node
 from livehub.core.session import Session
 from livehub.models import Credentials
 from livehub.protocol import codec
-from livehub.protocol.codes import Disconnect, Error, disconnect_bad_request
+from livehub.protocol.codes import CLOSE_MESSAGE_TOO_BIG, Disconnect, Error, disconnect_bad_request
 from livehub.protocol.commands import ClientCommand, ConnectParams
 from livehub.protocol.encoding import JSON, Encoding
 from livehub.protocol.websocket import OP_TEXT, encode_frame
+from livehub.transports.asgi import ASGITransport, admission
 
 #: The query parameter carrying the connect request as JSON (uni_sse's GET, uni_websocket).
 CONNECT_PARAM = "cf_connect"
@@ -194,3 +197,96 @@ def websocket_session(
     )
     session.start()
     return session
+
+
+# -- uni_websocket under any ASGI server (the Hub's route; ``livehub serve`` and ``livehub run``
+# answer it from the socket instead)
+
+
+class ASGIWriter:
+    """A uni_websocket session's transport over ASGI messages: one ``websocket.send`` per
+    message (split from the newline-joined frame), or per frame with ``join_push_messages``."""
+
+    __slots__ = ("_transport", "_split", "_disconnect_push")
+
+    def __init__(self, transport: ASGITransport, split: bool, disconnect_push: bool) -> None:
+        self._transport = transport
+        self._split = split
+        self._disconnect_push = disconnect_push
+
+    def write(self, frame: str | bytes) -> bool:
+        if not self._split or not isinstance(frame, str) or "\n" not in frame:
+            return self._transport.write(frame)
+        ok = True
+        for message in frame.split("\n"):
+            ok = self._transport.write(message)
+        return ok
+
+    async def drained(self) -> None:
+        await self._transport.drained()
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._disconnect_push and code not in (3000, 3008):
+            with contextlib.suppress(ConnectionError):
+                self._transport.write(disconnect_push(Disconnect(code, reason)))
+        await self._transport.close(code, reason)
+
+
+def asgi_websocket_handler(node: Node) -> Callable[[WebSocket], Awaitable[None]]:
+    """uni_websocket as a FastAPI WebSocket route: the origin and connection limits first,
+    then the app's connect hook, then the connect request (``cf_connect`` or the first
+    message); later messages are read and dropped."""
+    cfg = node.settings.uni_websocket
+
+    async def handle(websocket: WebSocket) -> None:
+        ip = websocket.client.host if websocket.client is not None else ""
+        refused = admission(node, websocket.headers, ip)
+        if refused is not None:
+            await websocket.close(code=1008)
+            return
+        try:
+            scope = cast(dict[str, Any], websocket.scope)
+            try:
+                first = query_connect_frame(scope.get("query_string", b"").decode("latin-1"))
+            except Disconnect:
+                await websocket.close(code=1008)
+                return
+            hook = node.upgrade_hook
+            credentials = await hook(scope) if hook is not None else None
+            await websocket.accept()
+            transport = ASGITransport(websocket.send)
+            writer = ASGIWriter(transport, not cfg.join_push_messages, not cfg.disable_disconnect_push)
+            session = Session(
+                node,
+                writer,
+                credentials,
+                scope,
+                encoding=JOINED,
+                unidirectional=True,
+                transport_name="uni_websocket",
+            )
+            session.start()
+            try:
+                if first is not None:
+                    await session.handle_frame(first)
+                while True:
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        session.outbox.abort()
+                        break
+                    frame = message.get("text") or message.get("bytes") or ""
+                    if first is None and not session.closing:
+                        first = frame
+                        if len(frame) > cfg.message_size_limit:
+                            session.disconnect(Disconnect(CLOSE_MESSAGE_TOO_BIG, "message too big"))
+                        else:
+                            await session.handle_frame(frame)
+                await session.outbox.wait_closed()
+            finally:
+                session.outbox.abort()
+                transport.stop()
+                await session.cleanup()
+        finally:
+            node.gate.release(ip)
+
+    return handle
