@@ -337,7 +337,9 @@ class UniWebSocketSettings(Section):
     """Centrifugo's ``uni_websocket``: a WebSocket whose client sends one connect request
     (its first message, or the ``cf_connect`` query parameter) and then only receives."""
 
+    #: Serve the endpoint (off by default, as in Centrifugo).
     enabled: bool = False
+    #: Its path.
     handler_prefix: str = "/connection/uni_websocket"
     #: Largest incoming frame in bytes (the connect request); bigger ones close with 1009.
     message_size_limit: Annotated[int, Field(ge=128)] = 65536
@@ -349,7 +351,9 @@ class UniWebSocketSettings(Section):
 
 
 class UniStreamSettings(Section):
+    #: Serve the endpoint (off by default, as in Centrifugo).
     enabled: bool = False
+    #: Its path.
     handler_prefix: str = ""
     #: Largest connect request body in bytes; a bigger one is answered 413.
     max_request_body_size: Annotated[int, Field(ge=1)] = 65536
@@ -359,6 +363,7 @@ class UniSSESettings(UniStreamSettings):
     """Centrifugo's ``uni_sse``: an EventSource stream (``GET`` with the connect request in
     the ``cf_connect`` query parameter, or ``POST`` with it as the body)."""
 
+    #: Its path.
     handler_prefix: str = "/connection/uni_sse"
 
 
@@ -366,6 +371,7 @@ class UniHTTPStreamSettings(UniStreamSettings):
     """Centrifugo's ``uni_http_stream``: ``POST`` the connect request as the body, read
     newline-delimited JSON messages."""
 
+    #: Its path.
     handler_prefix: str = "/connection/uni_http_stream"
 
 
