@@ -80,6 +80,9 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
             "user_id_http_header"
         ).split()
     ),
+    "client.connect_code_to_unidirectional_disconnect": frozenset("enabled transforms".split()),
+    "client.connect_code_to_unidirectional_disconnect.transforms[]": frozenset("code to".split()),
+    "client.connect_code_to_unidirectional_disconnect.transforms[].to": frozenset("code reason".split()),
     "client.rate_limit": frozenset("client_command user_command".split()),
     "client.subscribe_to_user_personal_channel": frozenset(
         "enabled personal_channel_namespace single_connection".split()

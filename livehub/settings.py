@@ -165,6 +165,31 @@ class ClientCommandRateLimit(Section):
     rpc: RPCBuckets = RPCBuckets()
 
 
+class DisconnectTo(Section):
+    #: The disconnect code (3000-4999: 3000-3499 and 4000-4499 ask the client to reconnect).
+    code: Annotated[int, Field(ge=3000, le=4999)]
+    #: Its reason.
+    reason: str = ""
+
+
+class ConnectCodeTransform(Section):
+    #: The error code a refused ``connect`` got (e.g. 101 unauthorized, 103 permission denied).
+    code: Annotated[int, Field(ge=0)]
+    #: The disconnect that closes the unidirectional connection instead.
+    to: DisconnectTo
+
+
+class ConnectCodeToUnidirectionalDisconnect(Section):
+    """How a refused ``connect`` of a unidirectional client (which gets no error reply) ends
+    its connection, for error codes not mapped by default (109/110 -> 3005, 111 -> 3013,
+    103 -> 3507, others -> 3004)."""
+
+    #: Apply ``transforms``.
+    enabled: bool = False
+    #: Error code -> disconnect, before the default mapping.
+    transforms: list[ConnectCodeTransform] = []
+
+
 class ClientRateLimit(Section):
     #: Per-connection command rates, in memory on each node (per-user limits across a
     #: cluster, Centrifugo PRO's ``user_command``, are not implemented).
@@ -230,6 +255,10 @@ class ClientSettings(Section):
     #: client's own: list only names the app checks itself (a token it verifies). With a
     #: list set, ``on_connect`` runs at the ``connect`` command instead of the upgrade.
     emulated_headers: list[str] = []
+    #: Disconnect codes for the errors that refuse a unidirectional client's ``connect``.
+    connect_code_to_unidirectional_disconnect: ConnectCodeToUnidirectionalDisconnect = (
+        ConnectCodeToUnidirectionalDisconnect()
+    )
 
     @model_validator(mode="after")
     def _emulated_headers_are_names(self) -> ClientSettings:

@@ -20,7 +20,7 @@ import websockets
 from centrifuge.protocol import client_pb2 as pb
 from fastapi import FastAPI, Header
 
-from livehub import Client, ConnectResult, Hub, Settings
+from livehub import Client, ConnectResult, Error, Hub, Settings
 from livehub.protocol.commands import ConnectParams, parse_command
 from livehub.protocol.protobuf import decode_frame, delimited
 from tests.test_connection import running, served_by_livehub
@@ -212,3 +212,35 @@ async def test_uni_http_embedded_with_on_connect(own_protocol: bool, transport: 
         async with asyncio.timeout(WAIT):  # the client went away: the session ends
             while hub.connections():  # noqa: ASYNC110 -- nothing to wait on but the node's state
                 await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("mapped", [True, False])
+async def test_a_refused_unidirectional_connect_ends_with_the_mapped_disconnect(mapped: bool) -> None:
+    """on_connect refuses with error 101: no error reply for a unidirectional client, the
+    stream ends with client.connect_code_to_unidirectional_disconnect's code (3004 unmapped)."""
+    transforms = [{"code": 101, "to": {"code": 4501, "reason": "unauthorized"}}]
+    settings = Settings(
+        uni_http_stream={"enabled": True},
+        client={"connect_code_to_unidirectional_disconnect": {"enabled": mapped, "transforms": transforms}},
+    )
+    hub = Hub(settings)
+    app = FastAPI()
+    app.include_router(hub.router)
+
+    @hub.on_connect
+    async def refuse() -> None:
+        raise Error(101, "unauthorized")
+
+    async with serving(app, own_protocol=True) as port:
+        url = f"http://127.0.0.1:{port}/connection/uni_http_stream"
+        async with (
+            httpx.AsyncClient(timeout=WAIT) as http,
+            http.stream("POST", url, content=b"{}") as response,
+        ):
+            lines = [json.loads(line) async for line in response.aiter_lines() if line.strip()]
+    expected = (
+        {"code": 4501, "reason": "unauthorized"}
+        if mapped
+        else {"code": 3004, "reason": "internal server error"}
+    )
+    assert lines == [{"disconnect": expected}]

@@ -294,7 +294,12 @@ class Session:
 
     def _reply_error(self, command_id: int, error: Error) -> None:
         if self.unidirectional:  # nothing to reply to: the connection ends, as Centrifuge does
-            self.disconnect(codes.unidirectional_disconnect(error))
+            mapping = self.cfg.connect_code_to_unidirectional_disconnect
+            to = next((t.to for t in mapping.transforms if t.code == error.code), None)
+            if mapping.enabled and to is not None:
+                self.disconnect(Disconnect(to.code, to.reason))
+            else:
+                self.disconnect(codes.unidirectional_disconnect(error))
         else:
             self.outbox.put(self.encoding.encode_error(command_id, error))
 
