@@ -191,6 +191,10 @@ async def test_uni_websocket_embedded_with_on_connect(own_protocol: bool) -> Non
             await ws.send(json.dumps({"headers": {"x-token": "emil"}}))
             assert "connect" in await next_message(ws.recv)
             assert [c.user for c in hub.connections()] == ["emil"]
+        with pytest.raises(websockets.InvalidStatus) as refused:  # a bad cf_connect
+            async with websockets.connect(url + "?cf_connect=%7Bnope"):
+                pass
+        assert refused.value.response.status_code == 400
 
 
 @BOTH

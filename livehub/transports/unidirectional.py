@@ -30,6 +30,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import parse_qs
 
 import orjson
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
 from livehub.core.node import Node
@@ -232,6 +233,15 @@ class ASGIWriter:
         await self._transport.close(code, reason)
 
 
+async def _deny(websocket: WebSocket, status: int, reason: str) -> None:
+    """Refuse before accepting: the HTTP answer where the server can send one, else a close
+    before accept (which servers answer with 403)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(PlainTextResponse(reason + "\n", status_code=status))
+    else:
+        await websocket.close(code=1008)
+
+
 def asgi_websocket_handler(node: Node) -> Callable[[WebSocket], Awaitable[None]]:
     """uni_websocket as a FastAPI WebSocket route: the origin and connection limits first,
     then the app's connect hook, then the connect request (``cf_connect`` or the first
@@ -242,14 +252,14 @@ def asgi_websocket_handler(node: Node) -> Callable[[WebSocket], Awaitable[None]]
         ip = websocket.client.host if websocket.client is not None else ""
         refused = admission(node, websocket.headers, ip)
         if refused is not None:
-            await websocket.close(code=1008)
+            await _deny(websocket, *refused)
             return
         try:
             scope = cast(dict[str, Any], websocket.scope)
             try:
                 first = query_connect_frame(scope.get("query_string", b"").decode("latin-1"))
             except Disconnect:
-                await websocket.close(code=1008)
+                await _deny(websocket, 400, "invalid connect request")
                 return
             hook = node.upgrade_hook
             credentials = await hook(scope) if hook is not None else None
