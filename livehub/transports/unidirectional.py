@@ -115,18 +115,26 @@ def encoding(join: Callable[[list[Any]], str | bytes]) -> Encoding:
 
 # -- uni_websocket: one WebSocket message per push (or newline-joined, join_push_messages)
 
-_last_message = ""
-_last_frame = b""
+#: Frames made recently, by message: fan-out hands every recipient the same strings, so
+#: each publication is framed once however many connections' batches it is in. Bounded in
+#: bytes (emptied when full).
+_framed: dict[str, bytes] = {}
+_framed_bytes = 0
+FRAMED_MAX_BYTES = 4 * 1024 * 1024
 
 
 def _text_frame(message: str) -> bytes:
-    """A message as one WebSocket text frame; fan-out hands every recipient the same string,
-    so it is framed once per publication."""
-    global _last_message, _last_frame
-    if message is not _last_message:
-        _last_frame = encode_frame(OP_TEXT, unwrap(message).encode())
-        _last_message = message
-    return _last_frame
+    """A message as one WebSocket text frame."""
+    global _framed_bytes
+    frame = _framed.get(message)
+    if frame is None:
+        frame = encode_frame(OP_TEXT, unwrap(message).encode())
+        if _framed_bytes + len(frame) > FRAMED_MAX_BYTES:
+            _framed.clear()
+            _framed_bytes = 0
+        _framed[message] = frame
+        _framed_bytes += len(frame)
+    return frame
 
 
 def _frames(messages: list[str]) -> bytes:
