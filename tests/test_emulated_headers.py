@@ -248,3 +248,15 @@ async def test_a_refused_unidirectional_connect_ends_with_the_mapped_disconnect(
         else {"code": 3004, "reason": "internal server error"}
     )
     assert lines == [{"disconnect": expected}]
+
+
+async def test_hub_test_client_sends_emulated_headers() -> None:
+    from livehub.testing import ConnectionClosed, HubTestClient
+
+    app, _ = headers_app(emulated_headers=["x-token"])
+    async with HubTestClient(app) as hub_client:
+        alice = await hub_client.connect(connect_headers={"X-Token": "alice"})
+        assert (await alice.rpc("whoami", {}))["user"] == "alice"
+        with pytest.raises(ConnectionClosed) as refused:  # no credentials: 3501
+            await hub_client.connect(connect_headers={"X-Not-Listed": "alice"})
+        assert refused.value.code == 3501
