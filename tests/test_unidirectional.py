@@ -168,6 +168,11 @@ async def test_uni_websocket_connect_request_in_the_url(port: int) -> None:
     query = quote(json.dumps({"token": token("url-user", ["news:url"])}))
     async with websockets.connect(f"ws://127.0.0.1:{port}/connection/uni_websocket?cf_connect={query}") as ws:
         assert set((await ws_next(ws))["connect"]["subs"]) == {"#url-user", "news:url"}
+    # JSON only: a Protobuf offer is not taken up
+    url = f"ws://127.0.0.1:{port}/connection/uni_websocket?format=protobuf&cf_connect={query}"
+    async with websockets.connect(url, subprotocols=["centrifuge-protobuf"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol is None
+        assert "connect" in await ws_next(ws)
 
 
 async def test_uni_websocket_refusals(port: int) -> None:

@@ -40,7 +40,7 @@ from livehub.core.node import ConnectHook, Node
 from livehub.core.session import Session
 from livehub.models import Credentials
 from livehub.protocol.codes import Disconnect, Error, disconnect_inappropriate_protocol, disconnect_shutdown
-from livehub.protocol.encoding import Encoding, negotiate
+from livehub.protocol.encoding import JSON, Encoding, negotiate
 from livehub.protocol.websocket import (
     OP_BINARY,
     OP_CLOSE,
@@ -332,7 +332,8 @@ class ClientConnection(asyncio.Protocol):
         offered = offered_subprotocols(request)
         query = request.target.partition("?")[2]
         encoding, subprotocol = negotiate(offered, query)
-        if self._uni:
+        if self._uni:  # JSON only, as in Centrifugo
+            subprotocol = subprotocol if subprotocol == JSON.subprotocol else None
             try:  # a connect request in the URL (Centrifugo's cf_connect) is the first message
                 frame = unidirectional.query_connect_frame(query)
             except Disconnect:
