@@ -164,6 +164,29 @@ async def test_uni_websocket_is_pinged_with_empty_objects_and_never_asked_for_a_
         assert ws.close_code is None
 
 
+async def test_uni_websocket_sends_frame_pings_and_closes_a_peer_that_never_answers_them(port: int) -> None:
+    """Besides its ``{}`` messages, a uni_websocket client gets WebSocket pings (every
+    client.ping_interval, 1 s here); one that answers none is closed with 3012 (no pong)
+    after client.pong_timeout (0.5 s). The websockets library answers them: the test above."""
+    from tests.test_connection import server_frames
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_never_reading_request("uni_websocket", json.dumps({"token": token("mute")}).encode()))
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)).startswith(b"HTTP/1.1 101 ")
+    seen: list[tuple[int, bytes]] = []
+    async with asyncio.timeout(WAIT):
+        async for opcode, payload in server_frames(reader):
+            seen.append((opcode, payload))
+            if opcode == 0x8:
+                break
+    writer.close()
+    opcodes = [opcode for opcode, _ in seen]
+    assert 0x9 in opcodes, "no WebSocket ping"
+    assert json.loads(seen[0][1])["connect"]["client"]
+    assert json.loads(seen[-2][1]) == {"disconnect": {"code": 3012, "reason": "no pong"}}
+    assert int.from_bytes(seen[-1][1][:2], "big") == 3012
+
+
 async def test_uni_websocket_connect_request_in_the_url(port: int) -> None:
     query = quote(json.dumps({"token": token("url-user", ["news:url"])}))
     async with websockets.connect(f"ws://127.0.0.1:{port}/connection/uni_websocket?cf_connect={query}") as ws:
@@ -351,6 +374,7 @@ _WARMED: set[int] = set()
 
 
 def _never_reading_request(transport: str, connect: bytes) -> bytes:
+    """The opening request of a raw client of ``transport`` with ``connect`` as its connect request."""
     if transport == "uni_websocket":
         return (
             f"GET /connection/uni_websocket?cf_connect={quote(connect)} HTTP/1.1\r\nHost: x\r\n"

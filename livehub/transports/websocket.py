@@ -39,7 +39,13 @@ from urllib.parse import unquote
 from livehub.core.node import ConnectHook, Node
 from livehub.core.session import Session
 from livehub.models import Credentials
-from livehub.protocol.codes import Disconnect, Error, disconnect_inappropriate_protocol, disconnect_shutdown
+from livehub.protocol.codes import (
+    Disconnect,
+    Error,
+    disconnect_inappropriate_protocol,
+    disconnect_no_pong,
+    disconnect_shutdown,
+)
 from livehub.protocol.encoding import JSON, Encoding, negotiate
 from livehub.protocol.websocket import (
     OP_BINARY,
@@ -75,6 +81,10 @@ INBOX_LIMIT = 64
 CLOSE_FLOODING = 3013
 #: The longest request head looked at; a longer one is left to uvicorn (which refuses it).
 MAX_HEAD = 16384
+#: uni_websocket's WebSocket pings when ``client.ping_interval`` / ``pong_timeout`` are 0.
+FRAME_PING_INTERVAL = 25.0
+FRAME_PONG_TIMEOUT = 8.0
+_PING_FRAME = encode_frame(OP_PING, b"")
 
 # Why reading is paused (bits of ``ClientConnection._paused``); it resumes when none is left.
 _HOOK = 1  # the app's connect hook is deciding: nothing is read before the answer
@@ -146,7 +156,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "_node", "_args", "_head", "_transport", "_connections", "_state", "_paused", "_parser",
-        "_session", "_inbox", "_task", "_drained", "_timer", "_pong", "_admitted", "_uni",
+        "_session", "_inbox", "_task", "_drained", "_timer", "_pong", "_admitted", "_uni", "_ping_timer",
     )  # fmt: skip
 
     def __init__(self, node: Node, config: Any, server_state: Any, app_state: Any, _loop: Any = None) -> None:
@@ -173,6 +183,8 @@ class ClientConnection(asyncio.Protocol):
         #: uni_websocket (``livehub.transports.unidirectional``): _UNI_WAITING for its connect
         #: request, _UNI_DONE once it has it (what it sends later is dropped); 0: bidirectional.
         self._uni = 0
+        #: uni_websocket only: the next WebSocket ping, or the deadline of its pong.
+        self._ping_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol
 
@@ -218,6 +230,9 @@ class ClientConnection(asyncio.Protocol):
         previous, self._state = self._state, _CLOSED
         self._connections.discard(self)
         self._cancel_timer()
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
         if self._admitted is not None:
             self._node.gate.release(self._admitted)
             self._admitted = None
@@ -388,6 +403,7 @@ class ClientConnection(asyncio.Protocol):
         if self._uni:
             self._parser = FrameParser(settings.uni_websocket.message_size_limit)
             self._session = unidirectional.websocket_session(self._node, self, credentials, scope)
+            self._frame_ping_in(settings.client.ping_interval or FRAME_PING_INTERVAL)
             if self._inbox:  # the connect request came in the URL
                 self._task = asyncio.get_running_loop().create_task(self._handle_inbox(self._session))
         else:
@@ -498,7 +514,31 @@ class ClientConnection(asyncio.Protocol):
                 self._transport.write(encode_close(code))
             session.outbox.abort()
             self._transport.close()
-        # OP_PONG: nothing to do (the protocol's own pings are messages, not control frames)
+        elif self._uni:  # OP_PONG: the peer is there; its next ping in ping_interval
+            self._frame_ping_in(self._node.settings.client.ping_interval or FRAME_PING_INTERVAL)
+        # a bidirectional client's OP_PONG: nothing to do (its protocol pings are messages)
+
+    # -- uni_websocket's frame pings
+
+    def _frame_ping_in(self, delay: float) -> None:
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+        self._ping_timer = asyncio.get_running_loop().call_later(delay, self._frame_ping)
+
+    def _frame_ping(self) -> None:
+        """A WebSocket ping to a uni_websocket client, which answers no protocol ping: no
+        pong within ``client.pong_timeout`` closes it with 3012, as Centrifugo does."""
+        self._ping_timer = None
+        if self._state is not _OPEN or self._session is None:
+            return
+        self._transport.write(_PING_FRAME)
+        timeout = self._node.settings.client.pong_timeout or FRAME_PONG_TIMEOUT
+        self._ping_timer = asyncio.get_running_loop().call_later(timeout, self._no_frame_pong)
+
+    def _no_frame_pong(self) -> None:
+        self._ping_timer = None
+        if self._session is not None and self._state is _OPEN:
+            self._session.disconnect(disconnect_no_pong())
 
     async def _handle_inbox(self, session: Session) -> None:
         """Handle the received frames in order, one at a time; ends when none is left."""
