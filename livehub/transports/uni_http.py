@@ -103,12 +103,15 @@ class ResponseWriter:
     async def close(self, code: int, reason: str) -> None:
         """What is queued, the ``disconnect`` push (not for a slow client: nothing more is
         sent to it), then the end of the response."""
-        if code != 3008:
-            if code != 3000 and not self._closed:
-                push = unidirectional.disconnect_push(Disconnect(code, reason))
-                self.write(_sse_frame([push]) if self._sse else _stream_frame([push]))
-            if not self._closed:
-                await self.drained()
+        try:  # bounded: a client that stopped reading takes nothing more
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                if code != 3008 and not self._closed:
+                    if code != 3000:
+                        push = unidirectional.disconnect_push(Disconnect(code, reason))
+                        self.write(_sse_frame([push]) if self._sse else _stream_frame([push]))
+                    await self.drained()
+        except (TimeoutError, ConnectionError):
+            pass
         self.stop()
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
