@@ -260,3 +260,24 @@ async def test_hub_test_client_sends_emulated_headers() -> None:
         with pytest.raises(ConnectionClosed) as refused:  # no credentials: 3501
             await hub_client.connect(connect_headers={"X-Not-Listed": "alice"})
         assert refused.value.code == 3501
+
+
+def test_emulated_scope_keeps_allowed_names_under_real_headers_and_drops_what_a_header_cannot_be() -> None:
+    from livehub.core.headers import MAX_EMULATED, emulated_scope
+
+    scope = {"type": "websocket", "headers": [(b"x-token", b"real")], "query_string": b""}
+    sent = {
+        "X-Token": "emulated",
+        "Authorization": "Bearer t",
+        "X-Bad": "a\r\nb",
+        "X-Wide": "é€",
+        "X-No": "1",
+    }
+    allowed = ["x-token", "authorization", "x-bad", "x-wide"]
+    out = emulated_scope(scope, sent, allowed)
+    assert out is not None and out is not scope and scope["headers"] == [(b"x-token", b"real")]
+    assert out["headers"] == [(b"x-token", b"real"), (b"authorization", b"Bearer t")]
+    assert emulated_scope(scope, {"X-No": "1"}, allowed) is scope  # nothing kept: the same scope
+    many = {f"x-h{i}": "v" for i in range(MAX_EMULATED + 10)}
+    kept = emulated_scope(None, many, list(many))
+    assert kept is not None and len(kept["headers"]) == MAX_EMULATED
