@@ -16,12 +16,12 @@ import json
 import sys
 import time
 
+from livehub.core.node import Node
+from livehub.core.session import Session
 from livehub.engines.base import HistoryOptions
 from livehub.models import Publication, StreamPosition
-from livehub.core.node import Node
 from livehub.protocol.commands import parse_command
 from livehub.protocol.encoding import JSON, PROTOBUF, Encoding
-from livehub.core.session import Session
 from livehub.settings import Settings
 
 #: Publications fanned out back to back per timed batch (then the flush runs, untimed).

@@ -529,6 +529,11 @@ class FanOut:
         self.count: list[int] = []  # deliveries per sequence number
         self.lat = array("q")  # ns, every delivery of the run; phases remember where they start
         self.when = array("q")  # receive time (ns) of each delivery, with --timeseries only
+        # Per publication: when it was sent, and when its first and its last delivery arrived
+        # (ns): the server's delay to its first subscriber, and how long its fan-out took.
+        self.sent = array("q")
+        self.first = array("q")
+        self.last = array("q")
         self.complete_at = 0  # closed loop: deliveries that complete a message (0: open loop)
         self.on_complete: Callable[[], None] = lambda: None
         pad = max(0, a.size - 48)
@@ -543,6 +548,7 @@ class FanOut:
         proto = self.gen.proto
         pong = proto.pong if isinstance(proto, Centrifugo) else None
         control = conn.control
+        first, last = self.first, self.last
 
         # A frame may carry several publications, one per line (JSON escapes newlines in strings),
         # and ping lines ("{}") between them. Only single-byte scans (memchr) run over the payload:
@@ -563,6 +569,9 @@ class FanOut:
                     when_append(now)
                 k = count[seq] + 1
                 count[seq] = k
+                if k == 1:
+                    first[seq] = now
+                last[seq] = now
                 conn.rx += 1
                 if k == self.complete_at:
                     self.on_complete()
@@ -587,7 +596,21 @@ class FanOut:
         for _ in range(k):
             seq = len(count)
             count.append(0)
-            send(encode(template % (seq, perf_counter_ns())))
+            self.first.append(0)
+            self.last.append(0)
+            now = perf_counter_ns()
+            self.sent.append(now)
+            send(encode(template % (seq, now)))
+
+    def spread(self, s0: int, s1: int) -> dict[str, Any]:
+        """Per publication of [s0, s1) that arrived: publish → first delivery (the server's
+        delay before its fan-out reaches anyone) and first → last delivery (the fan-out's
+        length), as p50 / p99 in ms."""
+        arrived = [i for i in range(s0, s1) if self.first[i]]
+        return {
+            **percentiles(array("q", (self.first[i] - self.sent[i] for i in arrived)), "first_"),
+            **percentiles(array("q", (self.last[i] - self.first[i] for i in arrived)), "spread_"),
+        }
 
     async def drain(self, s0: int, s1: int, expected: int, limit_s: float) -> tuple[int, bool, float]:
         """Wait until publications [s0, s1) have ``expected`` deliveries or progress stops.
@@ -680,6 +703,7 @@ async def scenario_fanout(gen: LoadGen, a: argparse.Namespace) -> dict[str, Any]
             "deliv_per_s": round(got / dur, 1),
             "msg_per_s": round((s1 - s0) / dur, 2),
             **percentiles(fan.lat[l0:]),
+            **fan.spread(s0, s1),
             **cpu,
             "server_rss_kb": rss_kb(a.server_pid) if a.server_pid else None,
             "pub_write_backlog": fan.pub.backlog() if fan.pub else None,

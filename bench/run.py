@@ -631,6 +631,8 @@ def latency_rows(rows: list[dict]) -> list[dict]:
             x[f"{key}_rate"] = vals(steps, lambda st: st["deliv_per_s"])
             x[f"{key}_p50"] = vals(steps, lambda st: st["lat_p50_ms"])
             x[f"{key}_p99"] = vals(steps, lambda st: st["lat_p99_ms"])
+            x[f"{key}_first"] = vals(steps, lambda st: st.get("first_p50_ms"))
+            x[f"{key}_spread"] = vals(steps, lambda st: st.get("spread_p50_ms"))
         x["both"] = x["lh_ok"] and x["nw_ok"]
         x["r50"] = ratio(med(x["lh_p50"]), med(x["nw_p50"]))
         x["r99"] = ratio(med(x["lh_p99"]), med(x["nw_p99"]))
@@ -644,8 +646,10 @@ def latency_table(rows: list[dict]) -> str:
         return ""
     lines = [
         "| target deliveries/s | livehub delivered/s | livehub p50 / p99 ms | node_ws delivered/s "
-        "| node_ws p50 / p99 ms | livehub / node_ws p50, p99 | no worse? |",
-        "|---|---|---|---|---|---|---|",
+        "| node_ws p50 / p99 ms | livehub / node_ws p50, p99 | no worse? "
+        "| publish → first delivery, p50 ms: livehub / node_ws "
+        "| first → last delivery, p50 ms: livehub / node_ws |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for x in lat:
         if x["both"]:
@@ -658,7 +662,9 @@ def latency_table(rows: list[dict]) -> str:
         lines.append(
             f"| {x['target']:,.0f} | {cell(x['lh_rate'])} | {cell(x['lh_p50'], 1)} / {cell(x['lh_p99'], 1)} "
             f"| {cell(x['nw_rate'])} | {cell(x['nw_p50'], 1)} / {cell(x['nw_p99'], 1)} "
-            f"| {fmt(x['r50'], 2)}×, {fmt(x['r99'], 2)}× | {verdict} |"
+            f"| {fmt(x['r50'], 2)}×, {fmt(x['r99'], 2)}× | {verdict} "
+            f"| {cell(x['lh_first'], 1)} / {cell(x['nw_first'], 1)} "
+            f"| {cell(x['lh_spread'], 1)} / {cell(x['nw_spread'], 1)} |"
         )
     return "\n".join(lines)
 

@@ -231,7 +231,8 @@ def sections(model: type[BaseModel] = Settings, path: str = "") -> Iterator[tupl
         sub = _model_of(field.annotation)
         child = f"{path}.{name}".lstrip(".")
         if sub is not None:
-            yield from sections(sub, child)
+            if not path.startswith("channel.namespaces[]"):  # a namespace's map: as without_namespace's
+                yield from sections(sub, child)
         elif typing.get_origin(field.annotation) is list:
             (item,) = typing.get_args(field.annotation)
             if _model_of(item) is not None:

@@ -20,6 +20,25 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
         "enabled external handler_prefix insecure password secret web_path web_proxy_address".split()
     ),
     "broker": frozenset("enabled nats postgres redis redisnats type".split()),
+    "broker.postgres": frozenset(
+        (
+            "binary_data cleanup_interval dsn idempotent_result_ttl notify_dsn num_shards outbox "
+            "partition_lookahead_days partition_retention_days pool_size skip_schema_init "
+            "stream_retention table_prefix tls use_notify"
+        ).split()
+    ),
+    "consumers[]": frozenset(
+        (
+            "aws_sqs azure_service_bus enabled google_pub_sub kafka name nats_jetstream postgresql "
+            "redis_stream type"
+        ).split()
+    ),
+    "consumers[].postgresql": frozenset(
+        (
+            "dsn num_partitions outbox_table_name partition_notification_channel partition_notification_dsn "
+            "partition_poll_interval partition_select_limit tls use_try_lock"
+        ).split()
+    ),
     "broker.nats": frozenset("allow_wildcards dial_timeout prefix raw_mode tls url write_timeout".split()),
     "broker.redis": frozenset(
         (
@@ -65,6 +84,24 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
             "publish_proxy_name shared_poll sub_refresh_proxy_enabled sub_refresh_proxy_name "
             "subscribe_proxy_enabled subscribe_proxy_name subscribe_stream_proxy_bidirectional "
             "subscribe_stream_proxy_enabled subscribe_stream_proxy_name subscription_type"
+        ).split()
+    ),
+    "channel.namespaces[].map": frozenset(
+        (
+            "allow_publish_for_anonymous allow_publish_for_client allow_publish_for_subscriber "
+            "allow_remove_for_anonymous allow_remove_for_client allow_remove_for_subscriber client_key "
+            "default_page_size key_ttl live_transition_max_publication_limit max_page_size meta_ttl "
+            "min_page_size mode publish_proxy_enabled publish_proxy_name remove_client_on_unsubscribe "
+            "remove_proxy_enabled remove_proxy_name stream_size stream_ttl subscribe_catch_up_timeout"
+        ).split()
+    ),
+    "channel.without_namespace.map": frozenset(
+        (
+            "allow_publish_for_anonymous allow_publish_for_client allow_publish_for_subscriber "
+            "allow_remove_for_anonymous allow_remove_for_client allow_remove_for_subscriber client_key "
+            "default_page_size key_ttl live_transition_max_publication_limit max_page_size meta_ttl "
+            "min_page_size mode publish_proxy_enabled publish_proxy_name remove_client_on_unsubscribe "
+            "remove_proxy_enabled remove_proxy_name stream_size stream_ttl subscribe_catch_up_timeout"
         ).split()
     ),
     "client": frozenset(

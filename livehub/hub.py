@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Unpack
+from typing import Any, Protocol, TypeVar, Unpack
 
 import orjson
 from fastapi import APIRouter, FastAPI, WebSocket
@@ -42,9 +42,11 @@ from livehub.core.control import DisconnectUser, SubscribeUser, Target, Unsubscr
 from livehub.core.node import Node
 from livehub.core.session import Session
 from livehub.dependencies import Callback
+from livehub.engines.base import MapStatePage, MapUpdate
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
 from livehub.protocol.codes import Disconnect, Error, error_internal
-from livehub.settings import NamespaceOptions, Settings
+from livehub.settings import ConsumerSettings, NamespaceOptions, Settings
+from livehub.transactional import TransactionalOutbox
 from livehub.transports import uni_http, unidirectional
 from livehub.transports.asgi import websocket_handler
 
@@ -157,6 +159,20 @@ def _credentials(result: Any) -> Credentials | None:
     )
 
 
+class Service(Protocol):
+    """Something that runs with the app: started after the node, stopped before it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _consumer(node: Node, consumer: ConsumerSettings) -> Service:
+    from livehub.consumers.postgresql import PostgresConsumer
+
+    return PostgresConsumer(node, consumer.name, consumer.postgresql)
+
+
 class Hub:
     def __init__(
         self,
@@ -179,6 +195,9 @@ class Hub:
         self.declared: list[ChannelSpec] = []
         self.rpcs: dict[str, RPCSpec] = {}
         self._connect: Callback | None = None
+        #: What runs with the app beside the node: outbox relays (:meth:`transactional_outbox`)
+        #: and the enabled ``consumers`` of the settings.
+        self.services: list[Service] = [_consumer(node, c) for c in self.settings.consumers if c.enabled]
         self._on_disconnect: Callback | None = None
         #: The app the hub runs in (its lifespan tells): whose dependency_overrides apply.
         self._app: Any = None
@@ -225,10 +244,22 @@ class Hub:
         self._app = app
         app.state.livehub_node = self.node  # how uvicorn's livehub protocol finds the hub
         await self.node.start()
+        for service in self.services:
+            await service.start()
         try:
             yield
         finally:
+            for service in self.services:
+                await service.stop()
             await self.node.stop()
+
+    def transactional_outbox(self, dsn: str, **options: Any) -> TransactionalOutbox:
+        """A PostgreSQL outbox: ``await outbox.publish(session, channel, data)`` inside the app's
+        transaction is delivered once, in commit order, if and only if it commits. Its relay
+        runs with the app (``livehub.transactional``; needs ``livehub[postgres]``)."""
+        outbox = TransactionalOutbox(self.node, dsn, **options)
+        self.services.append(outbox)
+        return outbox
 
     def _app_for(self, scope: dict[str, Any] | None) -> Any:
         """The app whose ``dependency_overrides`` apply to a connection."""
@@ -423,6 +454,39 @@ class Hub:
         self, channel: str, limit: int = -1, since: StreamPosition | None = None, reverse: bool = False
     ) -> tuple[list[Publication], StreamPosition]:
         return await self.node.history(channel, limit, since, reverse)
+
+    # -- map channels (a namespace with ``subscription_type="map"``: ``livehub.core.maps``)
+
+    async def map_publish(
+        self, channel: str, key: str, data: Any, tags: dict[str, str] | None = None, key_mode: str = ""
+    ) -> MapUpdate:
+        """Set ``key`` of a map channel to JSON ``data`` (or a Pydantic model); its subscribers
+        get the change. ``key_mode="if_new"`` / ``"if_exists"`` make it conditional (the
+        result's ``suppressed`` says why nothing changed)."""
+        return await self.node.maps.publish(channel, key, to_json(data), tags=tags, key_mode=key_mode)
+
+    async def map_remove(self, channel: str, key: str) -> MapUpdate:
+        """Remove ``key`` of a map channel (``suppressed="key_not_found"`` if it has none)."""
+        return await self.node.maps.remove(channel, key)
+
+    async def map_state(self, channel: str, cursor: str = "", limit: int = 0, key: str = "") -> MapStatePage:
+        """A page of a map channel's state in key order (``limit`` 0: all; ``cursor``: the page
+        after the one that returned it); each entry is a Publication with its ``key``."""
+        return await self.node.maps.state(channel, cursor, limit, key)
+
+    async def map_stream(
+        self, channel: str, since: StreamPosition | None = None, limit: int = -1
+    ) -> tuple[list[Publication], StreamPosition]:
+        """A map channel's changes after ``since`` (Error 112 if the stream lost some), and its position."""
+        return await self.node.maps.stream(channel, since, limit)
+
+    async def map_stats(self, channel: str) -> int:
+        """How many keys a map channel holds."""
+        return await self.node.maps.stats(channel)
+
+    async def map_clear(self, channel: str) -> None:
+        """Forget a map channel: state, stream and epoch."""
+        await self.node.maps.clear(channel)
 
     def disconnect(self, user: str, code: int = 3503, reason: str = "force disconnect") -> int:
         """Close every connection of a user; returns how many there were on this node."""

@@ -22,13 +22,19 @@ class ClientInfo:
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """One message in a channel; ``offset`` is 0 when the channel keeps no history."""
+    """One message in a channel; ``offset`` is 0 when the channel keeps no history.
+
+    In a map channel a publication is the value of one ``key`` (an entry of its state, or
+    a change in its stream); ``removed`` marks the key's removal (``data`` is then empty).
+    """
 
     data: bytes
     offset: int = 0
     info: ClientInfo | None = None
     tags: dict[str, str] = field(default_factory=dict)
     time: int = 0
+    key: str = ""
+    removed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ serves other process managers too::
     LIVEHUB_CONFIG=config.json uvicorn --factory livehub.serving:app_from_env --workers 4
 
 Workers are separate nodes: they share nothing but the engine, so N > 1 needs a shared
-one (``redis://``, ``nats://``), through which they deliver each other's publications
+one (``redis://``, ``nats://``, ``postgresql://``), through which they deliver each other's publications
 and commands (``livehub.core.cluster``). Several ``livehub serve`` processes on different
 ports or machines sharing one Redis are the same kind of cluster.
 

@@ -23,6 +23,7 @@ Durations accept seconds (``25``) or Go's duration strings (``"25s"``, ``".5s"``
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -276,6 +277,79 @@ class ClientSettings(Section):
         return self
 
 
+class MapSettings(Section):
+    """A map namespace's ``map`` options (Centrifugo's names), and livehub's ``max_keys``.
+
+    ``mode``: ``ephemeral`` (keys expire after ``key_ttl``; no stream: a reconnecting
+    client loads the state again), ``recoverable`` (keys expire; a stream of changes lets
+    clients recover), ``persistent`` (keys live until removed; a stream).
+    """
+
+    #: ``ephemeral``, ``recoverable`` or ``persistent`` (required in a map namespace).
+    mode: Literal["", "ephemeral", "recoverable", "persistent"] = ""
+    #: A key not written again within this is removed (required by ``ephemeral`` and
+    #: ``recoverable``, refused by ``persistent``).
+    key_ttl: Duration = 0.0
+    #: Changes kept for catch-up and recovery (0: 100; none in ``ephemeral`` mode).
+    stream_size: Annotated[int, Field(ge=0)] = 0
+    #: How long a change stays in the stream (0: 60s).
+    stream_ttl: Duration = 0.0
+    #: How long the map's epoch outlives its last change (0: ten stream TTLs when keys
+    #: expire, forever otherwise); a new epoch makes clients load the state again.
+    meta_ttl: Duration = 0.0
+    #: Remove the key named after a client's id when it unsubscribes (cursors and the like).
+    remove_client_on_unsubscribe: bool = False
+    #: Clients write the key named after their ``client_id`` or ``user_id``, whatever key they send.
+    client_key: Literal["", "client_id", "user_id"] = ""
+    #: Connected clients may set keys (``MapSubscription.publish``).
+    allow_publish_for_client: bool = False
+    #: Subscribers of the channel may set keys.
+    allow_publish_for_subscriber: bool = False
+    #: The two above also let anonymous clients set keys.
+    allow_publish_for_anonymous: bool = False
+    #: Connected clients may remove keys (``MapSubscription.remove``).
+    allow_remove_for_client: bool = False
+    #: Subscribers of the channel may remove keys.
+    allow_remove_for_subscriber: bool = False
+    #: The two above also let anonymous clients remove keys.
+    allow_remove_for_anonymous: bool = False
+    #: Entries per state or stream page when the client asks for none (0: 100).
+    default_page_size: Annotated[int, Field(ge=0)] = 0
+    #: The smallest page a client may ask for (0: 1).
+    min_page_size: Annotated[int, Field(ge=0)] = 0
+    #: The largest page a client may ask for (0: 1000).
+    max_page_size: Annotated[int, Field(ge=0)] = 0
+    #: The most changes a subscriber may catch up on when it goes live; more is error 112
+    #: and the SDK loads the state again (0: ``max_page_size``).
+    live_transition_max_publication_limit: Annotated[int, Field(ge=0)] = 0
+    #: A subscriber still loading state and stream pages after this is dropped (0: 5s).
+    subscribe_catch_up_timeout: Duration = 0.0
+    #: livehub's own: at most this many keys per channel (a new key beyond it: error 106).
+    max_keys: Annotated[int, Field(ge=1)] = 10_000
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MapSettings:
+        """Centrifugo's rules for the mode and its TTLs."""
+        if self.mode in ("ephemeral", "recoverable") and not self.key_ttl:
+            raise ValueError(f"map.key_ttl is required when map.mode is {self.mode!r}")
+        if self.mode == "persistent" and self.key_ttl:
+            raise ValueError("map.key_ttl must not be set when map.mode is 'persistent' (keys never expire)")
+        if self.mode == "ephemeral" and (self.stream_size or self.stream_ttl or self.meta_ttl):
+            raise ValueError("map.stream_size, stream_ttl and meta_ttl must be 0 for map.mode 'ephemeral'")
+        if self.min_page_size and self.max_page_size and self.min_page_size > self.max_page_size:
+            raise ValueError("map.min_page_size must not exceed map.max_page_size")
+        return self
+
+    def page_size(self, asked: int) -> int:
+        """The page a client gets for asking ``asked`` (0: the default), within the bounds."""
+        size = asked if asked > 0 else (self.default_page_size or 100)
+        return min(max(size, self.min_page_size or 1), self.max_page_size or 1000)
+
+
+#: ``subscription_type`` values livehub serves (Centrifugo's ``shared_poll`` is not one).
+MAP_TYPES = ("map", "map_clients", "map_users")
+
+
 class NamespaceOptions(Section):
     #: Channel names of the namespace (the part after ``ns:``) must match this regular
     #: expression, else error 107 (bad request), as Centrifugo checks it. Empty: no check.
@@ -304,10 +378,39 @@ class NamespaceOptions(Section):
     allow_user_limited_channels: bool = False
     allowed_delta_types: list[str] = []
     delta_publish: bool = False
+    #: ``stream`` (publications with history, the default), ``map`` (a key -> value state
+    #: clients load and follow), or the presence maps ``map_clients`` / ``map_users``.
+    subscription_type: Literal["", "stream", "map", "map_clients", "map_users"] = ""
+    #: The map options of a map namespace.
+    map: MapSettings = MapSettings()
+    #: When set, each subscriber of a channel ``ch`` here is an entry (key: client id) of the
+    #: map channel prefix + ``ch`` (a ``map_clients`` namespace), removed when it leaves.
+    map_clients_presence_channel_prefix: str = ""
+    #: The same for users (key: user id); entries expire after the map's ``key_ttl``.
+    map_users_presence_channel_prefix: str = ""
+    #: Subscribers may give a tags filter (``tf``): they get only publications it matches.
+    allow_tags_filter: bool = False
+    #: Told to map subscribers (``publish_debounce``, ms): the SDK debounces its publishes.
+    client_publish_debounce_interval: Duration = 0.0
 
     @property
     def history_enabled(self) -> bool:
         return self.history_size > 0 and self.history_ttl > 0
+
+    @property
+    def is_map(self) -> bool:
+        return self.subscription_type in MAP_TYPES
+
+    @model_validator(mode="after")
+    def _map_mode(self) -> NamespaceOptions:
+        if self.is_map and not self.map.mode:
+            raise ValueError("map.mode is required when subscription_type is a map type")
+        if self.map.mode == "persistent" and self.subscription_type in ("map_clients", "map_users"):
+            raise ValueError(
+                f"map.mode 'persistent' is not allowed with subscription_type {self.subscription_type!r} "
+                "(presence entries expire)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _regex_compiles(self) -> NamespaceOptions:
@@ -504,11 +607,28 @@ class NatsOptions(Section):
     dial_timeout: Duration = 1.0
 
 
+class PostgresBrokerOptions(Section):
+    """Centrifugo's ``broker.postgres`` (its connection and table prefix; livehub's tables)."""
+
+    #: ``postgresql://user:pass@host:5432/db`` (asyncpg's URL options may follow).
+    dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    #: Prefix of the engine's tables and of its NOTIFY channel (livehub's default; Centrifugo's is ``cf``).
+    table_prefix: str = "livehub"
+    #: Connections of each node's pool (one more LISTENs).
+    pool_size: Annotated[int, Field(ge=1, le=1000)] = 8
+
+    def url(self) -> str:
+        """The livehub engine URL these options describe."""
+        sep = "&" if "?" in self.dsn else "?"
+        return f"{self.dsn}{sep}prefix={quote(self.table_prefix, safe='')}&pool_size={self.pool_size}"
+
+
 class EngineSettings(Section):
     """Centrifugo's ``engine.type`` + ``engine.redis``, or livehub's ``url`` (which says both)."""
 
     #: ``memory://`` keeps everything in this process; ``redis://host:6379`` (several: shards),
-    #: ``nats://host:4222``. Empty: from ``type``, ``broker`` and ``presence_manager``.
+    #: ``nats://host:4222``, ``postgresql://user@host:5432/db`` (PostgreSQL alone: history,
+    #: fan-out by LISTEN/NOTIFY, presence). Empty: from ``type``, ``broker`` and ``presence_manager``.
     url: str = ""
     type: Literal["", "memory", "redis"] = ""
     redis: RedisOptions = RedisOptions()
@@ -516,15 +636,60 @@ class EngineSettings(Section):
 
 class BrokerSettings(Section):
     enabled: bool = False
-    type: Literal["memory", "redis", "nats"] = "memory"
+    type: Literal["memory", "redis", "nats", "postgres"] = "memory"
     redis: RedisOptions = RedisOptions()
     nats: NatsOptions = NatsOptions()
+    postgres: PostgresBrokerOptions = PostgresBrokerOptions()
 
 
 class PresenceManagerSettings(Section):
     enabled: bool = False
     type: Literal["memory", "redis"] = "memory"
     redis: RedisOptions = RedisOptions()
+
+
+class PostgresConsumerOptions(Section):
+    """Centrifugo's ``consumers[].postgresql``: an outbox table of server API commands
+    (``livehub.consumers.postgresql`` shows the table)."""
+
+    #: The database of the outbox table: ``postgresql://user:pass@host:5432/db``.
+    dsn: str = ""
+    #: The table the app writes ``(method, payload, partition)`` rows to (``schema.table`` allowed).
+    outbox_table_name: str = ""
+    #: Partitions ``0 .. n-1``, each run by one worker at a time across all nodes, in id order.
+    num_partitions: Annotated[int, Field(ge=1, le=1024)] = 1
+    #: Rows read and run per transaction of a partition.
+    partition_select_limit: Annotated[int, Field(ge=1, le=10_000)] = 100
+    #: How often a partition is read when no notification wakes it.
+    partition_poll_interval: Duration = 0.3
+    #: LISTEN on this channel for the partition numbers a trigger notifies (empty: poll only).
+    partition_notification_channel: str = ""
+    #: Another DSN for the LISTEN connection (a direct one, when ``dsn`` goes through PgBouncer).
+    partition_notification_dsn: str = ""
+    #: ``pg_try_advisory_xact_lock``: a node finding a partition taken waits instead of queueing.
+    use_try_lock: bool = False
+
+
+class ConsumerSettings(Section):
+    """One of Centrifugo's ``consumers``; livehub runs the ``postgresql`` type."""
+
+    #: Unique among the consumers: it names the partitions' locks and the logs.
+    name: str = ""
+    #: Only enabled consumers run.
+    enabled: bool = False
+    #: ``postgresql``: the one type livehub runs (Centrifugo's others are refused when enabled).
+    type: str = ""
+    postgresql: PostgresConsumerOptions = PostgresConsumerOptions()
+
+    @model_validator(mode="after")
+    def _supported(self) -> ConsumerSettings:
+        if self.enabled and self.type != "postgresql":
+            raise ValueError(f"consumer {self.name!r}: type {self.type!r} is not supported (postgresql is)")
+        if self.enabled and not (self.name and self.postgresql.dsn and self.postgresql.outbox_table_name):
+            raise ValueError(
+                "a postgresql consumer needs name, postgresql.dsn and postgresql.outbox_table_name"
+            )
+        return self
 
 
 class AdminSettings(Section):
@@ -604,6 +769,8 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     node: NodeSettings = NodeSettings()
     demos: DemosSettings = DemosSettings()
+    #: Async consumers (Centrifugo's): sources of server API commands the node runs.
+    consumers: list[ConsumerSettings] = []
 
     @classmethod
     def settings_customise_sources(
@@ -668,6 +835,8 @@ def _engine_url_from_sections(settings: Settings) -> str:
     kind = broker.type if broker.enabled else "memory"
     if kind == "redis":
         url = broker.redis.url()
+    elif kind == "postgres":
+        url = broker.postgres.url()
     elif kind == "nats":
         url = broker.nats.url + f"?prefix={quote(broker.nats.prefix, safe='')}"
         url += f"&connect_timeout={broker.nats.dial_timeout:g}s"
@@ -804,13 +973,12 @@ def apply_namespace_env(data: dict[str, Any], environ: Mapping[str, str]) -> Non
         if not isinstance(ns, dict) or not isinstance(ns.get("name"), str):
             continue
         prefix = "CENTRIFUGO_CHANNEL_NAMESPACES_" + re.sub(r"[.-]", "_", ns["name"]).upper() + "_"
-        found = {}
+        updated = copy.deepcopy(ns)
         for path, annotation in options.items():
             name = prefix + "_".join(path).upper()
             if environ.get(name) and path != ("name",):  # empty: unset
-                found[path[0]] = _env_value(environ[name], annotation, name)
-        if found:
-            namespaces[i] = {**ns, **found}
+                _put(updated, path, _env_value(environ[name], annotation, name))  # map.key_ttl too
+        namespaces[i] = updated
 
 
 def unknown_env_vars(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:

@@ -123,6 +123,7 @@ def test_batched_frames_count_every_publication_and_answer_every_ping() -> None:
         sent: list[bytes] = []
         conn.wire_send = sent.append
         fan.count = [0, 0, 0, 0]
+        fan.first, fan.last = lg.array("q", [0] * 4), lg.array("q", [0] * 4)
         received = fan.subscriber(conn)
 
         def push(seq: int) -> bytes:
@@ -135,6 +136,8 @@ def test_batched_frames_count_every_publication_and_answer_every_ping() -> None:
         received(b"{}")
         assert fan.count == [1, 1, 1, 1] and sent == [b"{}"] * 4 and gen.proto.pongs == 4
         assert len(fan.lat) == 4 and all(900_000 < x < 1_000_000_000 for x in fan.lat)
-        assert conn.rx == 4
+        assert (
+            conn.rx == 4 and all(fan.first) and all(f <= t for f, t in zip(fan.first, fan.last, strict=True))
+        )
     finally:
         loop.close()

@@ -65,12 +65,12 @@ def test_sdist_and_wheel_carry_the_bundle_and_the_license(built: tuple[Path, Pat
     assert len(bundle) > 10_000 and b"Centrifuge" in bundle
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "License-Expression: MIT" in metadata
-    for extra in ("redis", "nats"):
+    for extra in ("redis", "nats", "postgres"):
         assert f"Provides-Extra: {extra}" in metadata
     core = [
         line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line
     ]
-    assert not any(name in line for line in core for name in ("redis", "nats-py"))  # a slim core
+    assert not any(name in line for line in core for name in ("redis", "nats-py", "asyncpg"))  # a slim core
     assert "Classifier: Framework :: FastAPI" in metadata
 
 

@@ -177,3 +177,22 @@ def test_the_environment_is_read_as_centrifugo_reads_it(
         load_settings(path)
     monkeypatch.setenv("LIVEHUB_CHANNEL__NAMESPACES", "news")  # livehub's own wins over both
     assert [ns.name for ns in load_settings(path).channel.namespaces] == ["news"]
+
+
+def test_map_options_of_a_namespace_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A nested option (``map.key_ttl``) of a namespace, in Centrifugo's spelling; the file's
+    other map options stay."""
+    path = write(
+        tmp_path, "c.json", '{"channel": {"namespaces": [{"name": "board", "map": {"max_page_size": 50}}]}}'
+    )
+    monkeypatch.setenv("CENTRIFUGO_CHANNEL_NAMESPACES_BOARD_SUBSCRIPTION_TYPE", "map")
+    monkeypatch.setenv("CENTRIFUGO_CHANNEL_NAMESPACES_BOARD_MAP_MODE", "ephemeral")
+    monkeypatch.setenv("CENTRIFUGO_CHANNEL_NAMESPACES_BOARD_MAP_KEY_TTL", "10s")
+    board = load_settings(path).namespace("board")
+    assert board is not None and board.is_map
+    assert (board.map.mode, board.map.key_ttl, board.map.max_page_size) == ("ephemeral", 10.0, 50)
+    monkeypatch.setenv("CENTRIFUGO_CHANNEL_NAMESPACES_BOARD_MAP_KEY_TTL", "")
+    with pytest.raises(ConfigError, match="map.key_ttl is required"):
+        load_settings(path)

@@ -130,6 +130,46 @@ class RPCRequest(APIRequest):
     params: Any = None
 
 
+class MapPublishRequest(APIRequest):
+    channel: str = ""
+    key: str = ""
+    data: Any = Field(default=None, description="the key's new value, JSON (required unless b64data is set)")
+    b64data: str = ""
+    tags: dict[str, str] = {}
+    key_mode: str = Field(default="", description='"" (always), "if_new" or "if_exists"')
+    #: Centrifugo's options livehub does not serve (refused with 108 when set).
+    idempotency_key: str = ""
+    version: int = 0
+    version_epoch: str = ""
+    score: int = 0
+    stream_data: Any = None
+    b64stream_data: str = ""
+
+
+class MapRemoveRequest(APIRequest):
+    channel: str = ""
+    key: str = ""
+    idempotency_key: str = ""
+
+
+class MapReadStateRequest(APIRequest):
+    channel: str = ""
+    cursor: str = ""
+    limit: int = Field(default=0, description="entries per page; 0: all")
+    key: str = Field(default="", description="only this key")
+    asc: bool = False
+    revision_offset: int = Field(default=0, ge=0)
+    revision_epoch: str = ""
+
+
+class MapReadStreamRequest(APIRequest):
+    channel: str = ""
+    since_offset: int = Field(default=0, ge=0)
+    since_epoch: str = ""
+    limit: int = Field(default=0, description="changes to read; 0: none (only the position), -1: all")
+    reverse: bool = False
+
+
 class BatchCommand(APIRequest):
     """One command of a batch: exactly one field set."""
 
@@ -146,6 +186,12 @@ class BatchCommand(APIRequest):
     rpc: RPCRequest | None = None
     refresh: RefreshRequest | None = None
     channels: ChannelsRequest | None = None
+    map_publish: MapPublishRequest | None = None
+    map_remove: MapRemoveRequest | None = None
+    map_read_state: MapReadStateRequest | None = None
+    map_read_stream: MapReadStreamRequest | None = None
+    map_stats: ChannelRequest | None = None
+    map_clear: ChannelRequest | None = None
 
 
 class BatchRequest(APIRequest):
@@ -240,3 +286,36 @@ class RPCResult(BaseModel):
 
 class BatchResponse(BaseModel):
     replies: list[dict[str, Any]] = Field(description='{"<method>": result} or {"error": ...}, in order')
+
+
+class MapUpdateResult(BaseModel):
+    offset: int = 0
+    epoch: str = ""
+    suppressed: bool = False
+    suppress_reason: str = ""
+
+
+class MapEntryResult(BaseModel):
+    key: str
+    data: Any = None
+    tags: dict[str, str] = {}
+    offset: int = 0
+    removed: bool = False
+    time: int = 0
+
+
+class MapReadStateResult(BaseModel):
+    entries: list[MapEntryResult] = []
+    offset: int = 0
+    epoch: str = ""
+    cursor: str = ""
+
+
+class MapReadStreamResult(BaseModel):
+    entries: list[MapEntryResult] = []
+    offset: int = 0
+    epoch: str = ""
+
+
+class MapStatsResult(BaseModel):
+    num_keys: int = 0

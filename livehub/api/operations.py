@@ -8,16 +8,14 @@ commands.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
 
+from livehub.api.map_operations import MAP_OPERATIONS
 from livehub.api.models import (
     BatchCommand,
     BatchRequest,
@@ -36,6 +34,7 @@ from livehub.api.models import (
     UnsubscribeRequest,
     UserRequest,
 )
+from livehub.api.payloads import _channel, _json, _payload, _position
 from livehub.core import control
 from livehub.core.node import Node
 from livehub.engines.base import EngineUnavailable
@@ -62,35 +61,6 @@ def error_body(exc: Error) -> dict[str, Any]:
     return {"code": exc.code, "message": exc.message}
 
 
-def _json(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
-        raise error_bad_request() from None
-
-
-def _payload(req: BaseModel, field: str, b64_field: str) -> bytes | None:
-    """Raw JSON from ``field``, or from base64 in ``b64_field`` (which wins); None if neither."""
-    b64: str = getattr(req, b64_field)
-    if b64:
-        try:
-            return _json(orjson.loads(base64.b64decode(b64, validate=True)))
-        except (binascii.Error, ValueError):
-            raise error_bad_request() from None
-    if field in req.model_fields_set:
-        return _json(getattr(req, field))
-    return None
-
-
-def _position(sp: StreamPosition) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if sp.offset:
-        out["offset"] = sp.offset
-    if sp.epoch:
-        out["epoch"] = sp.epoch
-    return out
-
-
 def _publication(pub: Publication) -> dict[str, Any]:
     out: dict[str, Any] = {"data": orjson.Fragment(pub.data)}
     if pub.info is not None:
@@ -100,14 +70,6 @@ def _publication(pub: Publication) -> dict[str, Any]:
     if pub.tags:
         out["tags"] = pub.tags
     return out
-
-
-def _channel(node: Node, channel: str) -> str:
-    """A required channel: 107 if missing, 102 if its namespace is unknown."""
-    if not channel:
-        raise error_bad_request()
-    node.options(channel)
-    return channel
 
 
 async def run_guarded(op: Awaitable[dict[str, Any]]) -> tuple[dict[str, Any] | None, Error | None]:
@@ -263,6 +225,7 @@ OPERATIONS: dict[str, Operation] = {
     "rpc": rpc,
     "refresh": refresh,
     "channels": channels,
+    **MAP_OPERATIONS,
 }
 
 

@@ -19,6 +19,14 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
+from livehub.api.map_operations import (
+    map_clear,
+    map_publish,
+    map_read_state,
+    map_read_stream,
+    map_remove,
+    map_stats,
+)
 from livehub.api.models import (
     BatchRequest,
     BatchResponse,
@@ -33,6 +41,14 @@ from livehub.api.models import (
     HistoryResult,
     InfoRequest,
     InfoResult,
+    MapPublishRequest,
+    MapReadStateRequest,
+    MapReadStateResult,
+    MapReadStreamRequest,
+    MapReadStreamResult,
+    MapRemoveRequest,
+    MapStatsResult,
+    MapUpdateResult,
     PresenceResult,
     PresenceStatsResult,
     PublishRequest,
@@ -269,6 +285,36 @@ def api_router(node: Node) -> APIRouter:
     async def rpc_(req: RPCRequest, request: Request) -> Response:
         """Call a method registered with ``@node.api_rpc``."""
         return await call(request, rpc(node, req))
+
+    @router.post("/map_publish", responses=_docs(MapUpdateResult))
+    async def map_publish_(req: MapPublishRequest, request: Request) -> Response:
+        """Set a key of a map channel (its subscribers get the change)."""
+        return await call(request, map_publish(node, req))
+
+    @router.post("/map_remove", responses=_docs(MapUpdateResult))
+    async def map_remove_(req: MapRemoveRequest, request: Request) -> Response:
+        """Remove a key of a map channel."""
+        return await call(request, map_remove(node, req))
+
+    @router.post("/map_read_state", responses=_docs(MapReadStateResult))
+    async def map_read_state_(req: MapReadStateRequest, request: Request) -> Response:
+        """A page of a map channel's state, in key order (``cursor`` for the next one)."""
+        return await call(request, map_read_state(node, req))
+
+    @router.post("/map_read_stream", responses=_docs(MapReadStreamResult))
+    async def map_read_stream_(req: MapReadStreamRequest, request: Request) -> Response:
+        """A map channel's changes after a position, and its stream position."""
+        return await call(request, map_read_stream(node, req))
+
+    @router.post("/map_stats", responses=_docs(MapStatsResult))
+    async def map_stats_(req: ChannelRequest, request: Request) -> Response:
+        """How many keys a map channel holds."""
+        return await call(request, map_stats(node, req))
+
+    @router.post("/map_clear", responses=_docs(Empty))
+    async def map_clear_(req: ChannelRequest, request: Request) -> Response:
+        """Forget a map channel: state, stream and epoch."""
+        return await call(request, map_clear(node, req))
 
     @router.post("/batch", responses={200: {"model": BatchResponse}})
     async def batch_(req: BatchRequest, request: Request) -> Response:

@@ -35,7 +35,9 @@ def run(
     workers: Annotated[
         int,
         typer.Option(
-            min=1, help="Worker processes; more than 1 needs the hub on a shared engine (redis://, nats://)."
+            min=1,
+            help="Worker processes; more than 1 needs the hub on a shared engine "
+            "(redis://, nats://, postgresql://).",
         ),
     ] = 1,
     reload: Annotated[bool, typer.Option(help="Restart when a source file changes (development).")] = False,

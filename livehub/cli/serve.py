@@ -99,14 +99,14 @@ def serve(
         typer.Option(
             min=1,
             help="Worker processes sharing the listening socket, one hub; more than 1 needs a "
-            "shared engine (redis://, nats://).",
+            "shared engine (redis://, nats://, postgresql://).",
         ),
     ] = 1,
 ) -> None:
     """Run the livehub server: the client endpoint /connection/websocket, the server API,
     /metrics, /health and /health/ready (and the admin page, the demos when enabled).
 
-    Several processes act as one hub when they share a Redis or NATS engine: --workers N
+    Several processes act as one hub when they share a Redis, NATS or PostgreSQL engine: --workers N
     on one port, or several `livehub serve` on different ports or machines. Publications,
     presence, history and the server API's commands then reach clients on every node.
     """
@@ -140,7 +140,7 @@ def serve(
         err.print(
             f"[red]error:[/red] --workers {workers} needs a shared engine: with memory:// each worker "
             "would be a separate hub whose clients never see the others' messages. "
-            "Use --engine redis://host:6379 (or nats://), or --workers 1.",
+            "Use --engine redis://host:6379 (or nats://, postgresql://), or --workers 1.",
             highlight=False,
         )
         raise typer.Exit(2)

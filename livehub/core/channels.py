@@ -50,6 +50,12 @@ class ChannelOptions(TypedDict, total=False):
     allow_user_limited_channels: bool
     allowed_delta_types: list[str]
     delta_publish: bool
+    subscription_type: str
+    map: dict[str, Any]
+    map_clients_presence_channel_prefix: str
+    map_users_presence_channel_prefix: str
+    allow_tags_filter: bool
+    client_publish_debounce_interval: float | str
 
 
 class ChannelConflict(ValueError):

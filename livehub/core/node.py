@@ -30,6 +30,7 @@ from livehub.core.channels import ChannelRules, glob
 from livehub.core.cluster import Cluster
 from livehub.core.control import ControlCommand, InstantControlCommand
 from livehub.core.limits import CommandLimits, ConnectionGate
+from livehub.core.maps import MapPresence, Maps
 from livehub.core.outbox import Flusher
 from livehub.core.subscription import Subscription, fan_out
 from livehub.engines import engine_from_url
@@ -130,12 +131,16 @@ class Node:
         )
         #: ``client.rate_limit.client_command``: each session makes its limiter from it.
         self.command_limits = CommandLimits.from_settings(client.rate_limit.client_command)
+        #: Map channels (``livehub.core.maps``): their operations, and presence kept as maps.
+        self.maps = Maps(self)
+        self.map_presence = MapPresence(self)
 
     # -- lifecycle
 
     async def start(self) -> None:
         await self.broker.start(self)
         self.cluster.start()
+        self.map_presence.start(self.settings.client.presence_update_interval)
 
     async def drain(self, grace: float = 5.0) -> None:
         """Ask every client to reconnect (3001) and wait a little for the close frames to go."""
@@ -150,6 +155,7 @@ class Node:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.drain(grace)
+        await self.map_presence.stop()
         await self.cluster.stop()
         await self.broker.close()
         await self.presence_manager.close()
@@ -257,6 +263,7 @@ class Node:
         tags: dict[str, str] | None = None,
         idempotency_key: str = "",
         skip_history: bool = False,
+        idempotent_result_ttl: float = 300.0,
     ) -> StreamPosition:
         """Publish raw JSON ``data``; returns the stream position (0, "" without history)."""
         opts = self.options(channel)
@@ -274,6 +281,7 @@ class Node:
                 info=info,
                 tags=tags or {},
                 idempotency_key=idempotency_key,
+                idempotent_result_ttl=idempotent_result_ttl,
                 use_delta=bool(opts.allowed_delta_types),
             ),
         )
@@ -293,6 +301,8 @@ class Node:
         )
 
     async def stream_top(self, channel: str, opts: NamespaceOptions) -> StreamPosition:
+        if opts.is_map:
+            return await self.maps.top(channel)
         _, sp = await self.broker.history(channel, HistoryOptions(0, history_meta_ttl=opts.history_meta_ttl))
         return sp
 

@@ -24,6 +24,7 @@ from livehub import metrics
 from livehub.core.auth import InvalidToken, SubscribeToken, TokenExpired
 from livehub.core.clock import Clock, LoopClock, Timer
 from livehub.core.headers import emulated_scope
+from livehub.core.map_subscribe import MapLoading, map_subscribe
 from livehub.core.node import Node
 from livehub.core.outbox import Outbox, Transport
 from livehub.core.subscribe import SubscribeOptions, subscribe
@@ -36,6 +37,7 @@ from livehub.protocol.codec import publication_dict as pub_dict
 from livehub.protocol.codes import Disconnect, Error
 from livehub.protocol.commands import (
     FLAG_REJECT_UNRECOVERED,
+    PUBLISH_TYPE_MAP,
     ChannelParams,
     ClientCommand,
     ConnectParams,
@@ -79,7 +81,7 @@ class Session:
     __slots__ = (
         "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "state",
         "credentials", "scope", "handle", "encoding", "_expires_at", "_clock", "_timers", "_tasks", "_joins",
-        "_limiter", "unidirectional", "transport_name",
+        "_limiter", "map_loading", "unidirectional", "transport_name",
     )  # fmt: skip
 
     def __init__(
@@ -124,6 +126,8 @@ class Session:
         self.handle: Client | None = None
         #: Command rate limits (``client.rate_limit.client_command``); None when not configured.
         self._limiter = node.command_limits.limiter(time.monotonic())
+        #: Map subscriptions being loaded (state and stream pages): ``livehub.core.map_subscribe``.
+        self.map_loading: dict[str, MapLoading] = {}
         #: The client only receives (uni_websocket, uni_sse, uni_http_stream): its one command
         #: is ``connect``, answered by a ``connect`` push; a refusal closes the connection with
         #: the matching disconnect code, server pings need no pong, and a server-side
@@ -203,6 +207,7 @@ class Session:
                 running.append(task)
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+        self.map_loading.clear()
         for channel in list(self.subs):
             await self._unsubscribe(channel)
         self.node.remove_session(self)
@@ -332,6 +337,13 @@ class Session:
                 # commands would hold the event loop (every other client waits) until it ends
                 await asyncio.sleep(0)
                 raise codes.error_too_many_requests()
+        if isinstance(request, SubscribeParams) and request.is_map:
+            result, live = await self._subscribe_map(request)
+            self.outbox.put(self.encoding.encode_reply(command.id, method, result))
+            if live:
+                self._release(request.channel)
+                await self._after_map_live(request.channel)
+            return
         if isinstance(request, SubscribeParams):
             result, joined = await self._subscribe_client(request)
             self.outbox.put(self.encoding.encode_reply(command.id, method, result))
@@ -441,12 +453,20 @@ class Session:
         if not channel:
             raise codes.error_bad_request()
         opts = node.rules.options(channel)
-        if (refusal := req.type_refusal()) is not None:
+        if (refusal := req.type_refusal(opts.subscription_type)) is not None:
             raise refusal
-        if channel in self.subs:
+        if channel in self.subs or channel in self.map_loading:
             raise codes.error_already_subscribed()
-        if len(self.subs) >= self.cfg.channel_limit:
+        if len(self.subs) + len(self.map_loading) >= self.cfg.channel_limit:
             raise codes.error_limit_exceeded()
+        params = await self.authorize_subscribe(req, opts)
+        result = await self._subscribe(channel, opts, params)
+        return result, opts.join_leave
+
+    async def authorize_subscribe(self, req: SubscribeParams, opts: NamespaceOptions) -> SubscribeOptions:
+        """Check that this connection may subscribe (token, app hook or config); the options
+        the subscription gets (channel info, data and expiry from its token)."""
+        channel = req.channel
         params = SubscribeOptions(
             recover=req.recover,
             offset=req.offset,
@@ -464,12 +484,38 @@ class Session:
                 raise codes.error_token_expired()
             params.info, params.data, params.expires_at = token.info, token.data, token.exp
         else:
-            hook = node.subscribe_hook
+            hook = self.node.subscribe_hook
             allowed = await hook(self, channel, req.data) if hook is not None else None
             if not (allowed or (allowed is None and self._may_subscribe(channel, opts))):
                 raise codes.error_permission_denied()
-        result = await self._subscribe(channel, opts, params)
-        return result, opts.join_leave
+        return params
+
+    async def _subscribe_map(self, req: SubscribeParams) -> tuple[dict[str, Any], bool]:
+        """One page of a map subscribe (``livehub.core.map_subscribe``)."""
+        if not req.channel:
+            raise codes.error_bad_request()
+        opts = self.node.rules.options(req.channel)
+        if (refusal := req.type_refusal(opts.subscription_type)) is not None:
+            raise refusal
+        if req.channel in self.subs:
+            raise codes.error_already_subscribed()
+        return await map_subscribe(self, req, opts)
+
+    async def _after_map_live(self, channel: str) -> None:
+        """A map subscription went live: presence (plain and as maps), join."""
+        sub = self.subs.get(channel)
+        if sub is None:
+            return
+        opts = self.node.rules.options(channel)
+        node = self.node
+        try:
+            if opts.presence:
+                await node.presence_manager.add_presence(channel, self.id, self.info(sub))
+        except EngineUnavailable as exc:
+            log.warning("client %s: presence in %s not added: %s", self.id, channel, exc)
+        await node.map_presence.add(self, channel, opts, self.info(sub))
+        if opts.join_leave:
+            await self._publish_join(channel)
 
     def _may_subscribe(self, channel: str, opts: NamespaceOptions) -> bool:
         rules = self.node.rules
@@ -485,6 +531,8 @@ class Session:
     async def _subscribe(
         self, channel: str, opts: NamespaceOptions, params: SubscribeOptions
     ) -> dict[str, Any]:
+        if opts.is_map:  # a map is loaded by the client, page by page: no server-side subscription
+            raise codes.error_not_available()
         delta = params.delta == "fossil" and "fossil" in opts.allowed_delta_types
         join_leave = opts.force_push_join_leave or params.join_leave
         sub = Subscription(channel, params.info, join_leave, delta, self.encoding.binary)
@@ -527,6 +575,10 @@ class Session:
         node = self.node
         await node.remove_subscriber(channel, self)
         opts = node.rules.options(channel)
+        if opts.map_clients_presence_channel_prefix or (
+            opts.is_map and opts.map.remove_client_on_unsubscribe
+        ):
+            await node.map_presence.remove(self, channel, opts)
         try:
             if opts.presence:  # if this fails, the entry expires (Redis) for want of refresh
                 await node.presence_manager.remove_presence(channel, self.id, self.user)
@@ -561,12 +613,15 @@ class Session:
         )
 
     async def _cmd_unsubscribe(self, req: ChannelParams) -> dict[str, Any]:
+        self.map_loading.pop(req.channel, None)
         await self._unsubscribe(req.channel)
         return {}
 
     async def _cmd_publish(self, req: PublishParams) -> dict[str, Any]:
         if not req.channel:
             raise codes.error_bad_request()
+        if req.type == PUBLISH_TYPE_MAP:
+            return await self._map_publish(req)
         opts = self.node.rules.options(req.channel)
         hook = self.node.publish_hook
         data = await hook(self, req.channel, req.data) if hook is not None else None
@@ -580,6 +635,45 @@ class Session:
                 raise codes.error_permission_denied()
             data = req.data
         await self.node.publish(req.channel, data, info=self.info(self.subs.get(req.channel)))
+        return {}
+
+    async def _map_publish(self, req: PublishParams) -> dict[str, Any]:
+        """A client sets or removes a key of a map channel, where the namespace's ``map``
+        options permit; ``map.client_key`` makes the key its client or user id."""
+        opts = self.node.rules.options(req.channel)
+        if not opts.is_map:
+            raise codes.error_not_available()
+        m = opts.map
+        if req.removed:
+            allowed = self._allowed(
+                req.channel,
+                m.allow_remove_for_client,
+                m.allow_remove_for_subscriber,
+                m.allow_remove_for_anonymous,
+            )
+        else:
+            allowed = self._allowed(
+                req.channel,
+                m.allow_publish_for_client,
+                m.allow_publish_for_subscriber,
+                m.allow_publish_for_anonymous,
+            )
+        if not allowed:
+            raise codes.error_permission_denied()
+        key = req.key
+        if m.client_key == "client_id":
+            key = self.id
+        elif m.client_key == "user_id":
+            if not self.user:
+                raise codes.error_permission_denied()
+            key = self.user
+        if not key:
+            raise codes.error_bad_request()
+        if req.removed:
+            await self.node.maps.remove(req.channel, key)
+        else:
+            info = self.info(self.subs.get(req.channel))
+            await self.node.maps.publish(req.channel, key, req.data, info)
         return {}
 
     def _check_presence(self, channel: str) -> None:
@@ -666,6 +760,9 @@ class Session:
         if claims.channel != channel or claims.user != self.user or claims.client not in ("", self.id):
             raise codes.disconnect_invalid_token()
         return claims
+
+    def set_sub_expiry(self, sub: Subscription, expires_at: int) -> dict[str, Any]:
+        return self._set_sub_expiry(sub, expires_at)
 
     def _set_sub_expiry(self, sub: Subscription, expires_at: int) -> dict[str, Any]:
         """Unsubscribe (2501, the SDK resubscribes with a new token) if not refreshed in time."""

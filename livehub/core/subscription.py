@@ -37,6 +37,7 @@ from livehub.protocol.codec import encode_publication
 
 if TYPE_CHECKING:
     from livehub.core.clock import Timer
+    from livehub.protocol.tags_filter import FilterNode
 
 
 class Queue(Protocol):
@@ -121,6 +122,7 @@ class Subscription:
         "delta_ready",
         "pending",
         "expiry",
+        "tags_filter",
     )
 
     def __init__(
@@ -150,6 +152,8 @@ class Subscription:
         #: ``(publication, epoch)`` arriving while SUBSCRIBING, in order.
         self.pending: list[tuple[Publication, str]] = []
         self.expiry: Timer | None = None
+        #: Only publications whose tags it matches are sent (the client's ``tf``).
+        self.tags_filter: FilterNode | None = None
 
     def __repr__(self) -> str:
         return f"<Subscription {self.channel!r} {self.state.value} at {self.offset} of {self.epoch!r}>"
@@ -239,7 +243,11 @@ def fan_out(
     Each form it is sent in (plain; full with data as a string; delta; and the Protobuf
     plain and delta pushes) is encoded once. Never awaits, and removes no subscriber: an
     overflowing outbox only marks itself closing, and a lost position is acted upon in a task.
+    A change of a map channel (``pub.key`` set) goes to :func:`fan_out_map`.
     """
+    if pub.key:
+        fan_out_map(channel, subs, pub, epoch, prev)
+        return
     offset = pub.offset
     plain = full = delta = None
     binary = binary_delta = None
@@ -290,6 +298,59 @@ def fan_out(
             sub.delta_ready = False
 
 
+def fan_out_map(
+    channel: str,
+    subs: Iterable[tuple[Subscriber, Subscription]],
+    pub: Publication,
+    epoch: str,
+    prev: Publication | None,
+) -> None:
+    """:func:`fan_out` for a change of a map channel: positions are decided the same way;
+    a subscriber whose tags filter the change does not match moves past it without it; a
+    fossil delta is made against ``prev``, the key's previous value (every subscriber that
+    negotiated deltas holds each key's value: it loaded the state)."""
+    offset = pub.offset
+    forms: dict[str, str | bytes] = {}
+    for session, sub in subs:
+        if not sub.free and (sub.next != offset or sub.epoch != epoch):
+            verdict = decide(sub.state, sub.positioned, sub.offset, sub.epoch, offset, epoch)
+            if verdict is not Verdict.DELIVER:
+                if verdict is Verdict.HOLD:
+                    sub.pending.append((pub, epoch))
+                elif verdict is Verdict.LOST:
+                    session.lost_position(channel)
+                continue
+        if offset:
+            sub.offset = offset
+            if not sub.free:
+                sub.next = offset + 1
+        if sub.tags_filter is not None and not sub.tags_filter.match(pub.tags):
+            continue
+        form = ("b" if sub.binary else "j") + ("d" if sub.delta else "")
+        message = forms.get(form)
+        if message is None:
+            message = forms[form] = _map_frame(channel, pub, prev, sub.binary, sub.delta)
+        session.outbox.put(message)
+
+
+def _map_frame(
+    channel: str, pub: Publication, prev: Publication | None, binary: bool, delta: bool
+) -> str | bytes:
+    if binary:
+        if delta and prev is not None and not pub.removed:
+            frame = binary_delta_frame(channel, prev, pub)
+            if frame:
+                return frame
+        return protobuf.encode_publication(channel, pub)
+    if not delta or pub.removed:
+        return encode_publication(channel, pub)
+    if prev is not None:
+        text = delta_frame(channel, prev, pub)
+        if text:
+            return text
+    return encode_publication(channel, pub, pub.data.decode("utf-8", "replace"))
+
+
 def release(session: Subscriber, sub: Subscription) -> None:
     """The subscribe reply is queued: go LIVE, and deliver what was held meanwhile (in
     full), skipping what the reply covered; a gap makes the subscription LOST."""
@@ -308,5 +369,6 @@ __all__ = [
     "delta_frame",
     "delta_patch",
     "fan_out",
+    "fan_out_map",
     "release",
 ]

@@ -1,10 +1,14 @@
-"""Tic-tac-toe where the server is the authority.
+"""Tic-tac-toe where the server is the authority, its board kept as a map subscription.
 
 Players call RPCs (``game.join``, ``game.move``, ``game.restart``, ``game.state``) with
-Pydantic-validated requests; the server checks every move and publishes the new state to
-``game.<table>``, which players and spectators subscribe to. Seats belong to user ids, so
-a player who reloads the page gets the state back from ``game.state`` and keeps the seat;
-a seat whose player has left the table (presence) can be taken. The page is ``static/game.js``.
+Pydantic-validated requests; the server checks every move and writes what changed into
+the map channel ``game:<table>``: one key per tile (``cell:0`` .. ``cell:8``, removed when
+empty), per seat (``seat:X``, ``seat:O``) and ``round`` (turn, winner, winning line). Players
+and spectators subscribe to that map: the state arrives whole on subscribe (and again after
+a reload), then key by key. Who watches a table is a map too, kept by the server
+(``map_clients_presence_channel_prefix``): ``gamewho:game:<table>``, one entry per client.
+Seats belong to user ids, so a player who reloads keeps the seat; a seat whose player has
+left the table can be taken. The page is ``static/game.js``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from livehub import Client, Error, Hub
-from livehub.demos.common import server_only
 
 Mark = Literal["X", "O"]
 Cell = Literal["", "X", "O"]
@@ -62,21 +65,50 @@ def setup(hub: Hub) -> None:
         tables.move_to_end(name)
         return tables[name]
 
-    async def publish(game: GameState) -> GameState:
+    async def publish(game: GameState, before: GameState | None = None) -> GameState:
+        """Write the keys of ``game`` that differ from ``before`` (all of them without it)."""
         game.version += 1
-        await hub.publish(f"game.{game.table}", game)
+        channel = f"game:{game.table}"
+        old = before or GameState(table=game.table, board=[empty] * 9, players=dict.fromkeys(MARKS, "?"))
+        for i, mark in enumerate(game.board):
+            if mark != old.board[i] or before is None:
+                if mark:
+                    await hub.map_publish(channel, f"cell:{i}", {"mark": mark})
+                else:
+                    await hub.map_remove(channel, f"cell:{i}")
+        for mark in MARKS:
+            if game.players[mark] != old.players[mark]:
+                if game.players[mark]:
+                    await hub.map_publish(channel, f"seat:{mark}", {"user": game.players[mark]})
+                else:
+                    await hub.map_remove(channel, f"seat:{mark}")
+        round_ = {"turn": game.turn, "winner": game.winner, "line": game.line, "version": game.version}
+        await hub.map_publish(channel, "round", round_)
         return game
+
+    async def watchers(table: str) -> set[str]:
+        """The users whose clients are at the table (its presence map)."""
+        page = await hub.map_state(f"gamewho:game:{table}")
+        return {pub.info.user for pub in page.entries if pub.info is not None}
 
     def player(client: Client) -> str:
         if not client.user:
             raise Error(101, "unauthorized: pick a name first")
         return client.user
 
-    hub.channel("game.{table}", model=GameState, description="State of one tic-tac-toe table")
-
-    @hub.on_publish("game.{table}")
-    async def read_only(client: Client, data: GameState, table: str) -> None:
-        raise server_only()
+    hub.channel(
+        "game:{table}",
+        description="One tic-tac-toe table as a map: cell:N, seat:X, seat:O, round",
+        subscription_type="map",
+        map={"mode": "persistent", "stream_size": 100, "max_keys": 16},
+        map_clients_presence_channel_prefix="gamewho:",
+    )
+    hub.channel(
+        "gamewho:game:{table}",
+        description="Who is at a table: one entry per client (its ClientInfo)",
+        subscription_type="map_clients",
+        map={"mode": "ephemeral", "key_ttl": "60s", "max_keys": 1000},
+    )
 
     @hub.rpc("game.state")
     async def state(client: Client, request: TableRequest) -> GameState:
@@ -87,16 +119,16 @@ def setup(hub: Hub) -> None:
     async def join(client: Client, request: TableRequest) -> GameState:
         """Take a free seat (or one whose player has left); spectators get the state."""
         user, game = player(client), get_table(request.table)
+        if game.version == 0:  # a table new to this server: every key of its map is written
+            await publish(game)
         if user in game.players.values():
             return game
-        try:
-            here = {info.user for info in (await hub.presence(f"game.{game.table}")).values()}
-        except Error:  # no presence in this namespace: seats are never given away
-            here = set(game.players.values())
+        here = await watchers(game.table)
         for mark in MARKS:
             if not game.players[mark] or game.players[mark] not in here:
+                before = game.model_copy(deep=True)
                 game.players[mark] = user
-                return await publish(game)
+                return await publish(game, before)
         return game
 
     @hub.rpc("game.move")
@@ -109,10 +141,11 @@ def setup(hub: Hub) -> None:
             raise Error(403, "not your turn" if user in game.players.values() else "take a seat first")
         if game.board[request.cell]:
             raise Error(409, "that cell is taken")
+        before = game.model_copy(deep=True)
         game.board[request.cell] = game.turn
         game.winner, game.line = outcome(game.board)
         game.turn = "O" if game.turn == "X" else "X"
-        return await publish(game)
+        return await publish(game, before)
 
     @hub.rpc("game.restart")
     async def restart(client: Client, request: TableRequest) -> GameState:
@@ -123,7 +156,7 @@ def setup(hub: Hub) -> None:
         fresh = GameState(table=game.table, players={"X": game.players["O"], "O": game.players["X"]})
         fresh.version = game.version
         tables[game.table] = fresh
-        return await publish(fresh)
+        return await publish(fresh, game)
 
     @hub.rpc("game.leave")
     async def leave(client: Client, request: TableRequest) -> GameState:
@@ -131,6 +164,7 @@ def setup(hub: Hub) -> None:
         user, game = player(client), get_table(request.table)
         for mark, holder in game.players.items():
             if holder == user:
+                before = game.model_copy(deep=True)
                 game.players[mark] = ""
-                return await publish(game)
+                return await publish(game, before)
         return game

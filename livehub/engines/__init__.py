@@ -1,5 +1,6 @@
 """Engines chosen by URL: ``memory://`` (the default, one process), ``redis://`` /
-``rediss://`` (several URLs = shards) and ``nats://`` (NATS with JetStream)."""
+``rediss://`` (several URLs = shards), ``nats://`` (NATS with JetStream) and
+``postgresql://`` / ``postgres://`` (PostgreSQL alone)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ __all__ = [
     "engine_from_url",
 ]
 
-SUPPORTED = ("memory://", "redis://", "rediss://", "nats://")
+SUPPORTED = ("memory://", "redis://", "rediss://", "nats://", "postgresql://")
 
 
 def _needs(module: str, extra: str, name: str) -> None:
@@ -48,6 +49,11 @@ def engine_from_url(url: str | Sequence[str]) -> tuple[Broker, PresenceManager]:
         from livehub.engines.nats import from_url as nats_engine
 
         return nats_engine(urls)
+    if schemes <= {"postgresql", "postgres"}:
+        _needs("asyncpg", "postgres", "PostgreSQL")
+        from livehub.engines.postgres import from_url as postgres_engine
+
+        return postgres_engine(urls)
     if schemes == {"memory"} and len(urls) == 1:
         return MemoryBroker(), MemoryPresenceManager()
     raise ValueError(f"unsupported engine URL {url!r}: expected one of {', '.join(SUPPORTED)}")

@@ -16,6 +16,26 @@ contract suite in ``tests/engines``. What an engine promises:
   in the order one sender sent. Nodes use it for cluster-wide commands (disconnect a
   user wherever they are connected, ...) and to announce themselves; the payload is
   opaque bytes to the engine. A single-process engine delivers to its own node.
+
+The map part (Centrifugo's map subscriptions): a map channel is a key -> value *state*
+plus a *stream* of its changes, kept apart from the channel streams above. What an
+engine promises for it:
+
+* ``map_publish`` / ``map_remove`` change one key and, atomically per channel, append the
+  change to the channel's map stream (offsets grow by exactly one per change) and hand it
+  to every node subscribed to the channel (``handle_publication`` with ``pub.key`` set,
+  ``pub.removed`` for a removal), in offset order. A map without a stream
+  (``stream_size`` 0) keeps offsets at 0: its changes are delivered, not stored.
+* ``map_state`` pages through the state in key order; each entry's ``offset`` is that of
+  its last change, so a reader that froze the position of its first page can drop entries
+  changed since (it gets them from the stream). The epoch is the map's: it changes when
+  the map is lost (``map_clear``, expiry of its metadata, a store that keeps nothing).
+* a key not published again within ``key_ttl`` is removed by the engine itself, within
+  about a second of its expiry, as a removal change like ``map_remove``'s (reads never
+  return an expired key).
+* a map holds at most ``max_keys`` keys: publishing a new key beyond that raises
+  :class:`MapKeyLimit` and changes nothing.
+* engines that have no map support raise :class:`MapUnsupported` from every map method.
 """
 
 from __future__ import annotations
@@ -33,6 +53,14 @@ class EngineUnavailable(Exception):
     Networked engines raise it instead of hanging or leaking their client library's
     exceptions, so the node can answer the client with an internal error and move on.
     """
+
+
+class MapUnsupported(Exception):
+    """This engine keeps no map state (map subscriptions need the memory or Redis engine)."""
+
+
+class MapKeyLimit(Exception):
+    """The map already holds ``max_keys`` keys: a new key is refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +90,60 @@ class HistoryOptions:
     since: StreamPosition | None = None
     reverse: bool = False
     history_meta_ttl: float = 30 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class MapOptions:
+    """How one map channel is kept (its namespace's ``map`` options).
+
+    ``stream_size`` 0 is a map without a stream (Centrifugo's ``ephemeral`` mode): offsets
+    stay 0 and a reconnecting client loads the state again. ``key_ttl`` 0: keys live until
+    removed. ``meta_ttl`` 0: the epoch lives as long as the store.
+    """
+
+    key_ttl: float = 0.0
+    stream_size: int = 0
+    stream_ttl: float = 60.0
+    meta_ttl: float = 0.0
+    max_keys: int = 10_000
+
+
+#: ``MapPublish.key_mode``: write always; only a key the map lacks; only a key it has.
+KEY_MODES = ("", "if_new", "if_exists")
+
+
+@dataclass(frozen=True, slots=True)
+class MapPublish:
+    """One value for one key."""
+
+    data: bytes = b""
+    info: ClientInfo | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    key_mode: str = ""
+    #: With ``if_new`` on a key the map has: keep the key alive one more ``key_ttl`` (how
+    #: presence entries are refreshed without a change).
+    refresh_ttl_on_suppress: bool = False
+    #: Hand the key's previous value to the nodes with the change (fossil deltas per key).
+    use_delta: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MapUpdate:
+    """The map's stream position after a change; ``suppressed`` says why nothing changed
+    (``key_exists``, ``key_not_found``), empty when the change was made."""
+
+    position: StreamPosition
+    suppressed: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MapStatePage:
+    """Entries in key order (each with ``key`` and the offset of its last change), the
+    map's position when read, and the cursor of the next page ("" after the last)."""
+
+    entries: list[Publication]
+    position: StreamPosition
+    cursor: str = ""
 
 
 class BrokerEventHandler(Protocol):
@@ -108,6 +190,32 @@ class Broker(Protocol):
     async def remove_history(self, channel: str) -> None:
         """Drop the publications but keep the stream top and epoch."""
 
+    # -- maps (see the module docstring)
+
+    async def map_publish(self, channel: str, key: str, opts: MapOptions, pub: MapPublish) -> MapUpdate:
+        """Set ``key`` (subject to ``pub.key_mode``), append the change, deliver it."""
+
+    async def map_remove(self, channel: str, key: str, opts: MapOptions) -> MapUpdate:
+        """Remove ``key`` (``key_not_found`` if the map lacks it), append the change, deliver it."""
+
+    async def map_state(
+        self, channel: str, opts: MapOptions, cursor: str = "", limit: int = 0, key: str = ""
+    ) -> MapStatePage:
+        """At most ``limit`` entries (0: all) after the key ``cursor``; only ``key`` if given.
+        A map that was never written gets a position here (offset 0, a new epoch)."""
+
+    async def map_stream(
+        self, channel: str, opts: MapOptions, since: StreamPosition | None = None, limit: int = 0
+    ) -> tuple[list[Publication], StreamPosition]:
+        """Changes after ``since.offset`` (oldest first), at most ``limit`` (0: only the
+        position, -1: all), and the stream's position."""
+
+    async def map_stats(self, channel: str, opts: MapOptions) -> int:
+        """How many keys the map holds."""
+
+    async def map_clear(self, channel: str) -> None:
+        """Forget the map (state, stream, epoch): the next write starts a new epoch."""
+
 
 #: ``(channel, client id, info)``: one client's presence in one channel.
 PresenceEntry = tuple[str, str, ClientInfo]
@@ -132,3 +240,37 @@ class PresenceManager(Protocol):
     async def presence_stats(self, channel: str) -> PresenceStats: ...
 
     async def close(self) -> None: ...
+
+
+class NoMaps:
+    """The map part of an engine that keeps no map state: every method raises MapUnsupported."""
+
+    #: Names the engine in the error (set by the engine class).
+    engine_name = "this engine"
+
+    def _no_maps(self) -> MapUnsupported:
+        return MapUnsupported(
+            f"{self.engine_name} keeps no map state: map subscriptions need the memory or Redis engine"
+        )
+
+    async def map_publish(self, channel: str, key: str, opts: MapOptions, pub: MapPublish) -> MapUpdate:
+        raise self._no_maps()
+
+    async def map_remove(self, channel: str, key: str, opts: MapOptions) -> MapUpdate:
+        raise self._no_maps()
+
+    async def map_state(
+        self, channel: str, opts: MapOptions, cursor: str = "", limit: int = 0, key: str = ""
+    ) -> MapStatePage:
+        raise self._no_maps()
+
+    async def map_stream(
+        self, channel: str, opts: MapOptions, since: StreamPosition | None = None, limit: int = 0
+    ) -> tuple[list[Publication], StreamPosition]:
+        raise self._no_maps()
+
+    async def map_stats(self, channel: str, opts: MapOptions) -> int:
+        raise self._no_maps()
+
+    async def map_clear(self, channel: str) -> None:
+        raise self._no_maps()

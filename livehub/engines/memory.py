@@ -6,12 +6,24 @@ streams, and the new epoch tells reconnecting clients so.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from livehub.engines.base import BrokerEventHandler, HistoryOptions, PresenceEntry, PublishOptions
+from livehub.engines.base import (
+    BrokerEventHandler,
+    HistoryOptions,
+    MapOptions,
+    MapPublish,
+    MapStatePage,
+    MapUpdate,
+    PresenceEntry,
+    PublishOptions,
+)
+from livehub.engines.memory_map import SWEEP_INTERVAL, MemoryMaps
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
 
@@ -37,12 +49,25 @@ class MemoryBroker:
         self._streams: dict[str, _Stream] = {}
         self._last: dict[str, Publication] = {}  # for deltas on channels without history
         self._idempotent: dict[tuple[str, str], tuple[float, StreamPosition]] = {}
+        self._maps = MemoryMaps(self._deliver_map, clock)
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
+        self._sweeper = asyncio.create_task(self._sweep(), name="livehub-memory-map-expiry")
 
     async def close(self) -> None:
         self._handler = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self._maps.expire()
 
     async def subscribe(self, channel: str) -> None:
         self._subscribed.add(channel)
@@ -132,6 +157,40 @@ class MemoryBroker:
         stream = self._streams.get(channel)
         if stream is not None:
             stream.items.clear()
+
+    # -- maps (livehub.engines.memory_map)
+
+    def _deliver_map(
+        self, channel: str, pub: Publication, sp: StreamPosition, prev: Publication | None
+    ) -> None:
+        if self._handler is not None and channel in self._subscribed:
+            self._handler.handle_publication(channel, pub, sp, prev)
+
+    async def map_publish(self, channel: str, key: str, opts: MapOptions, pub: MapPublish) -> MapUpdate:
+        return self._maps.publish(channel, key, opts, pub)
+
+    async def map_remove(self, channel: str, key: str, opts: MapOptions) -> MapUpdate:
+        return self._maps.remove(channel, key, opts)
+
+    async def map_state(
+        self, channel: str, opts: MapOptions, cursor: str = "", limit: int = 0, key: str = ""
+    ) -> MapStatePage:
+        return self._maps.state(channel, opts, cursor, limit, key)
+
+    async def map_stream(
+        self, channel: str, opts: MapOptions, since: StreamPosition | None = None, limit: int = 0
+    ) -> tuple[list[Publication], StreamPosition]:
+        return self._maps.stream(channel, opts, since, limit)
+
+    async def map_stats(self, channel: str, opts: MapOptions) -> int:
+        return self._maps.stats(channel, opts)
+
+    async def map_clear(self, channel: str) -> None:
+        self._maps.clear(channel)
+
+    def map_expire(self) -> int:
+        """Remove the keys past their TTL now (the sweeper does it every half second)."""
+        return self._maps.expire()
 
 
 class MemoryPresenceManager:

@@ -91,14 +91,15 @@ from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from livehub.engines import options
+from livehub.engines.backoff import Backoff
 from livehub.engines.base import (
     BrokerEventHandler,
     EngineUnavailable,
     HistoryOptions,
+    NoMaps,
     PresenceEntry,
     PublishOptions,
 )
-from livehub.engines.redis_pubsub import Backoff
 from livehub.engines.wire import DeltaBases, decode_info, decode_publication, encode_info, encode_publication
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
@@ -242,7 +243,9 @@ def _expiry(ttl: float) -> int:
     return now_ms() + round(ttl * 1000) if ttl > 0 else 0
 
 
-class NatsBroker:
+class NatsBroker(NoMaps):
+    engine_name = "the NATS engine"
+
     def __init__(self, config: NatsConfig) -> None:
         self.config = config
         self._nc: Client | None = None

@@ -21,9 +21,20 @@ Keys, per channel ``ch``; the ``{ch}`` hash tag keeps all of them in one Redis C
     {prefix}:presence:{ch}      HASH    client id -> info blob
     {prefix}:presence-exp:{ch}  ZSET    client id -> expiry ms
     {prefix}:pub:{ch}           the pub/sub channel (SPUBLISH with ``cluster=1``)
+    {prefix}:map-meta:{ch}      HASH    a map channel's epoch, top offset, stream options
+    {prefix}:map-state:{ch}     HASH    key -> "offset:blob" of its last change
+    {prefix}:map-keys:{ch}      ZSET    the keys, score 0 (ZRANGEBYLEX pages them in key order)
+    {prefix}:map-exp:{ch}       ZSET    key -> expiry ms (keys with a TTL)
+    {prefix}:map-stream:{ch}    STREAM  id = offset, k = key, r = removed, x = expiry ms, d = blob
 
 and one pub/sub channel for the whole engine, ``{prefix}:control`` (on the first shard),
 which carries ``publish_control`` messages to every node.
+
+Maps: ``lua/map_publish.lua`` and ``lua/map_remove.lua`` change the state, append to the
+map stream and PUBLISH the change (``M...`` on the channel's pub/sub channel) in one script.
+Expiring keys are found through ``{prefix}:map-expiring`` (ZSET channel -> earliest key
+expiry, one per shard): every node sweeps it twice a second and removes what is due with
+``map_remove.lua`` (idempotent, so nodes sweeping at once remove each key once).
 
 Offsets and epochs: ``lua/publish.lua`` runs HINCRBY of the top, XADD and PUBLISH in one
 script, so offsets grow by exactly one and nodes receive publications in offset order.
@@ -73,14 +84,20 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from livehub.engines import options
+from livehub.engines.backoff import Backoff
 from livehub.engines.base import (
     BrokerEventHandler,
     EngineUnavailable,
     HistoryOptions,
+    MapKeyLimit,
+    MapOptions,
+    MapPublish,
+    MapStatePage,
+    MapUpdate,
     PresenceEntry,
     PublishOptions,
 )
-from livehub.engines.redis_pubsub import Backoff, ClusterPubSub, PubSub, PubSubConnection
+from livehub.engines.redis_pubsub import ClusterPubSub, PubSub, PubSubConnection
 from livehub.engines.wire import DeltaBases, decode_info, decode_publication, encode_info, encode_publication
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
@@ -160,6 +177,15 @@ HISTORY = _Script("history")
 PRESENCE_ADD = _Script("presence_add")
 PRESENCE_GET = _Script("presence_get")
 PRESENCE_REMOVE = _Script("presence_remove")
+MAP_PUBLISH = _Script("map_publish")
+MAP_REMOVE = _Script("map_remove")
+MAP_STATE = _Script("map_state")
+MAP_STREAM = _Script("map_stream")
+MAP_INDEX = _Script("map_index")
+
+#: How often each node looks for map keys past their TTL (seconds), and how many maps at a time.
+MAP_SWEEP_INTERVAL = 0.5
+MAP_SWEEP_BATCH = 100
 
 
 class _Keys:
@@ -178,6 +204,22 @@ class _Keys:
 
     def presence(self, ch: str) -> str:
         return f"{self.prefix}:presence:{{{ch}}}"
+
+    def map(self, ch: str) -> tuple[str, str, str, str, str]:
+        """meta, state, keys, expiry, stream of the map channel ``ch`` (map_*.lua)."""
+        p = self.prefix
+        return (
+            f"{p}:map-meta:{{{ch}}}",
+            f"{p}:map-state:{{{ch}}}",
+            f"{p}:map-keys:{{{ch}}}",
+            f"{p}:map-exp:{{{ch}}}",
+            f"{p}:map-stream:{{{ch}}}",
+        )
+
+    @property
+    def map_expiring(self) -> str:
+        """ZSET map channel -> earliest key expiry (ms), one per shard: what the sweep visits."""
+        return f"{self.prefix}:map-expiring"
 
     def presence_exp(self, ch: str) -> str:
         return f"{self.prefix}:presence-exp:{{{ch}}}"
@@ -292,6 +334,7 @@ class RedisBroker:
         self._handler: BrokerEventHandler | None = None
         self._bases = DeltaBases()
         self._control_task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     def _shard(self, channel: str) -> int:
         return shard_index(channel, len(self._shards))
@@ -303,6 +346,7 @@ class RedisBroker:
             await self.pubsubs[0].subscribe(self._keys.control)
         except EngineUnavailable:
             self._control_task = asyncio.create_task(self._subscribe_control(), name="livehub-redis-control")
+        self._sweeper = asyncio.create_task(self._sweep_maps(), name="livehub-redis-map-expiry")
 
     async def _subscribe_control(self) -> None:
         """Keep trying until the control channel is subscribed (a plain connection also
@@ -318,6 +362,11 @@ class RedisBroker:
 
     async def close(self) -> None:
         self._handler = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._control_task is not None:
             self._control_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -388,6 +437,114 @@ class RedisBroker:
     async def remove_history(self, channel: str) -> None:
         await self._shards[self._shard(channel)].call("DEL", self._keys.stream(channel))
 
+    # -- maps: state, stream and pub/sub in one script per change (lua/map_*.lua)
+
+    def _map_call(self, channel: str, script: _Script, args: Sequence[Any]) -> Any:
+        return self._shards[self._shard(channel)].script(script, self._keys.map(channel), args)
+
+    async def _index(self, channel: str, expiry: int) -> None:
+        if expiry:
+            await self._shards[self._shard(channel)].call("ZADD", self._keys.map_expiring, expiry, channel)
+
+    async def map_publish(self, channel: str, key: str, opts: MapOptions, pub: MapPublish) -> MapUpdate:
+        blob = encode_publication(Publication(pub.data, 0, pub.info, pub.tags, int(time.time() * 1000)))
+        offset, epoch, suppressed, expiry = await self._map_call(
+            channel,
+            MAP_PUBLISH,
+            (
+                key,
+                blob,
+                pub.key_mode,
+                "1" if pub.refresh_ttl_on_suppress else "0",
+                ms(opts.key_ttl),
+                opts.stream_size,
+                ms(opts.stream_ttl),
+                ms(opts.meta_ttl),
+                new_epoch(),
+                self._keys.pub(channel),
+                self._publish_cmd,
+                "1" if pub.use_delta else "0",
+                opts.max_keys,
+            ),
+        )
+        reason = _text(suppressed)
+        if reason == "max_keys":
+            raise MapKeyLimit(f"map {channel!r} holds {opts.max_keys} keys")
+        await self._index(channel, int(expiry))
+        return MapUpdate(StreamPosition(int(offset), _text(epoch)), reason)
+
+    async def map_remove(self, channel: str, key: str, opts: MapOptions) -> MapUpdate:
+        offset, epoch, suppressed, _ = await self._map_call(
+            channel, MAP_REMOVE, ("key", key, new_epoch(), self._keys.pub(channel), self._publish_cmd)
+        )
+        return MapUpdate(StreamPosition(int(offset), _text(epoch)), _text(suppressed))
+
+    async def map_state(
+        self, channel: str, opts: MapOptions, cursor: str = "", limit: int = 0, key: str = ""
+    ) -> MapStatePage:
+        reply = await self._map_call(channel, MAP_STATE, (cursor, limit, key, new_epoch(), _read_ttl(opts)))
+        entries = []
+        for i in range(3, len(reply), 2):
+            offset, blob = reply[i + 1].split(b":", 1)
+            pub = decode_publication(blob, int(offset))
+            entries.append(_keyed(pub, _text(reply[i])))
+        return MapStatePage(entries, StreamPosition(int(reply[0]), _text(reply[1])), _text(reply[2]))
+
+    async def map_stream(
+        self, channel: str, opts: MapOptions, since: StreamPosition | None = None, limit: int = 0
+    ) -> tuple[list[Publication], StreamPosition]:
+        after = since.offset if since is not None else 0
+        reply = await self._map_call(channel, MAP_STREAM, (limit, after, new_epoch(), _read_ttl(opts)))
+        pubs = []
+        for i in range(2, len(reply), 4):
+            pub = decode_publication(reply[i + 3], int(reply[i]))
+            pubs.append(_keyed(pub, _text(reply[i + 1]), reply[i + 2] == b"1"))
+        return pubs, StreamPosition(int(reply[0]), _text(reply[1]))
+
+    async def map_stats(self, channel: str, opts: MapOptions) -> int:
+        page = await self.map_state(channel, opts)
+        return len(page.entries)
+
+    async def map_clear(self, channel: str) -> None:
+        await self._shards[self._shard(channel)].call("DEL", *self._keys.map(channel))
+
+    async def map_expire(self) -> int:
+        """Remove the keys past their TTL in every map the index lists as due; how many."""
+        removed = 0
+        for shard in self._shards:
+            seconds, micros = await shard.call("TIME")
+            now = int(seconds) * 1000 + int(micros) // 1000
+            due = await shard.call(
+                "ZRANGEBYSCORE",
+                self._keys.map_expiring,
+                "-inf",
+                now,
+                "WITHSCORES",
+                "LIMIT",
+                0,
+                MAP_SWEEP_BATCH,
+            )
+            for i in range(0, len(due), 2):
+                channel, score = _text(due[i]), int(float(due[i + 1]))
+                reply = await shard.script(
+                    MAP_REMOVE,
+                    self._keys.map(channel),
+                    ("expired", "", new_epoch(), self._keys.pub(channel), self._publish_cmd),
+                )
+                removed += int(reply[2])
+                await shard.script(MAP_INDEX, (self._keys.map_expiring,), (channel, score, int(reply[3])))
+        return removed
+
+    async def _sweep_maps(self) -> None:
+        while True:
+            await asyncio.sleep(MAP_SWEEP_INTERVAL)
+            try:
+                await self.map_expire()
+            except EngineUnavailable as exc:
+                log.debug("redis: map expiry sweep failed: %s", exc)
+            except Exception:
+                log.exception("redis: map expiry sweep failed")
+
     # -- messages from pub/sub; runs in the connection's reader task, must not block
 
     def _on_message(self, key: bytes, payload: bytes) -> None:
@@ -402,6 +559,8 @@ class RedisBroker:
             kind = payload[:1]
             if kind == b"P":
                 self._on_publication(handler, channel, payload)
+            elif kind == b"M":
+                self._on_map_change(handler, channel, payload)
             elif kind == b"J":
                 handler.handle_join(channel, decode_info(payload[1:]))
             elif kind == b"L":
@@ -422,6 +581,31 @@ class RedisBroker:
         else:
             prev = self._bases.advance(channel, pub, use_delta)
         handler.handle_publication(channel, pub, StreamPosition(pub.offset, epoch.decode()), prev)
+
+    def _on_map_change(self, handler: BrokerEventHandler, channel: str, payload: bytes) -> None:
+        offset, epoch, removed, key_len, prev_len, prev_offset, rest = payload[1:].split(b":", 6)
+        k, n = int(key_len), int(prev_len)
+        key = rest[:k].decode()
+        body = decode_publication(rest[k + n :], int(offset))
+        pub = _keyed(body, key, removed == b"1")
+        prev = _keyed(decode_publication(rest[k : k + n], int(prev_offset)), key) if n else None
+        handler.handle_publication(channel, pub, StreamPosition(pub.offset, epoch.decode()), prev)
+
+
+#: How long the metadata (the epoch) of a map that was only read is kept, when its options
+#: keep metadata forever: a client can name any channel, Redis keeps only what is written.
+MAP_READ_META_TTL = 24 * 3600.0
+
+
+def _read_ttl(opts: MapOptions) -> int:
+    return ms(opts.meta_ttl or MAP_READ_META_TTL)
+
+
+def _keyed(pub: Publication, key: str, removed: bool = False) -> Publication:
+    """A map entry or change from its stored blob; a removal keeps only the tags."""
+    if removed:
+        return Publication(b"", pub.offset, None, pub.tags, pub.time, key, True)
+    return Publication(pub.data, pub.offset, pub.info, pub.tags, pub.time, key)
 
 
 class RedisPresenceManager:

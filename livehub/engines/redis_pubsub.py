@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -24,28 +23,13 @@ from redis.asyncio import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
+from livehub.engines.backoff import Backoff
 from livehub.engines.base import EngineUnavailable
 
 log = logging.getLogger("livehub.engines.redis")
 
 #: Channels per SUBSCRIBE command when resubscribing after a reconnect.
 BATCH = 512
-
-
-class Backoff:
-    """Exponential delays with full jitter, reset after a success."""
-
-    def __init__(self, first: float = 0.05, cap: float = 5.0) -> None:
-        self.first, self.cap = first, cap
-        self.attempt = 0
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.first * 2**self.attempt)
-        self.attempt += 1
-        return random.uniform(delay / 2, delay)
 
 
 class ConnectionSource(Protocol):

@@ -55,8 +55,13 @@ def info_dict(info: ClientInfo) -> dict[str, Any]:
 
 
 def publication_dict(pub: Publication, data: Any = None, delta: bool = False) -> dict[str, Any]:
-    """A Publication as the protocol's object; ``data`` overrides (for fossil deltas)."""
-    out: dict[str, Any] = {"data": orjson.Fragment(pub.data) if data is None else data}
+    """A Publication as the protocol's object; ``data`` overrides (for fossil deltas). A map
+    key's removal has no data."""
+    out: dict[str, Any] = {}
+    if data is not None:
+        out["data"] = data
+    elif pub.data:
+        out["data"] = orjson.Fragment(pub.data)
     if delta:
         out["delta"] = True
     if pub.info is not None:
@@ -67,6 +72,10 @@ def publication_dict(pub: Publication, data: Any = None, delta: bool = False) ->
         out["tags"] = pub.tags
     if pub.time:
         out["time"] = pub.time
+    if pub.key:
+        out["key"] = pub.key
+    if pub.removed:
+        out["removed"] = True
     return out
 
 

@@ -119,10 +119,24 @@ class ConnectParams:
 FLAG_REJECT_UNRECOVERED = 2
 
 
-#: SubscribeRequest.type: 0 is a plain stream, the only kind livehub serves. Centrifugo
-#: 6.8 added map (1), map clients presence (2), map users presence (3) and shared poll (4).
+#: SubscribeRequest.type: a plain stream, Centrifugo 6.8's map, map of the clients present,
+#: map of the users present, shared poll (which livehub does not serve).
 SUBSCRIPTION_TYPE_STREAM = 0
+SUBSCRIPTION_TYPE_MAP = 1
+SUBSCRIPTION_TYPE_MAP_CLIENTS = 2
+SUBSCRIPTION_TYPE_MAP_USERS = 3
 SUBSCRIPTION_TYPE_SHARED_POLL = 4
+#: The namespace ``subscription_type`` each request type needs.
+SUBSCRIPTION_TYPE_NAMES = {0: "stream", 1: "map", 2: "map_clients", 3: "map_users", 4: "shared_poll"}
+
+#: SubscribeRequest.phase of a map subscription: join the live stream (the last step),
+#: page through the stream of changes, page through the state (the first step).
+PHASE_LIVE = 0
+PHASE_STREAM = 1
+PHASE_STATE = 2
+
+#: PublishRequest.type of a write to a map channel (``key``; ``removed`` to remove it).
+PUBLISH_TYPE_MAP = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,20 +153,35 @@ class SubscribeParams:
     delta: str = ""
     flag: int = 0
     type: int = SUBSCRIPTION_TYPE_STREAM
+    #: Map subscriptions: the phase, the state page cursor, the page size, the tags filter.
+    phase: int = PHASE_LIVE
+    cursor: str = ""
+    limit: int = 0
+    tf: dict[str, Any] | None = None
 
-    def type_refusal(self) -> Error | None:
-        """The error for a subscription type livehub does not serve (None for a stream),
-        as Centrifugo answers on a channel not configured for it: 108 for shared poll
-        (the Centrifuge library's check), 103 for map and any other type (Centrifugo's
-        namespace check) -- rather than serving a stream to a client expecting a map."""
-        if self.type == SUBSCRIPTION_TYPE_STREAM:
-            return None
+    @property
+    def is_map(self) -> bool:
+        return self.type in (
+            SUBSCRIPTION_TYPE_MAP,
+            SUBSCRIPTION_TYPE_MAP_CLIENTS,
+            SUBSCRIPTION_TYPE_MAP_USERS,
+        )
+
+    def type_refusal(self, namespace_type: str) -> Error | None:
+        """The error for a subscription type the channel's namespace is not (None when it
+        is), as Centrifugo answers: 108 for shared poll (not served), 103 otherwise -- rather
+        than serving a stream to a client expecting a map, or a map to a stream client."""
         if self.type == SUBSCRIPTION_TYPE_SHARED_POLL:
             return error_not_available()
-        return error_permission_denied()
+        if SUBSCRIPTION_TYPE_NAMES.get(self.type) != (namespace_type or "stream"):
+            return error_permission_denied()
+        return None
 
     @classmethod
     def parse(cls, p: dict[str, Any]) -> SubscribeParams:
+        tf = p.get("tf")
+        if tf is not None and not isinstance(tf, dict):
+            raise disconnect_bad_request()
         return cls(
             channel=_str(p, "channel"),
             token=_str(p, "token"),
@@ -166,6 +195,10 @@ class SubscribeParams:
             delta=_str(p, "delta"),
             flag=_int(p, "flag"),
             type=_int(p, "type"),
+            phase=_int(p, "phase"),
+            cursor=_str(p, "cursor"),
+            limit=_int(p, "limit"),
+            tf=tf or None,
         )
 
 
@@ -184,10 +217,20 @@ class ChannelParams:
 class PublishParams:
     channel: str
     data: bytes
+    #: PUBLISH_TYPE_MAP: set (or with ``removed``, remove) ``key`` of a map channel.
+    type: int = 0
+    key: str = ""
+    removed: bool = False
 
     @classmethod
     def parse(cls, p: dict[str, Any]) -> PublishParams:
-        return cls(_str(p, "channel"), _raw(p, "data") or b"null")
+        return cls(
+            _str(p, "channel"),
+            _raw(p, "data") or b"null",
+            _int(p, "type"),
+            _str(p, "key"),
+            _bool(p, "removed"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,8 @@ PUBLICATION: Schema = {
     "delta": (8, _BOOL, None),
     "time": (9, _VARINT, None),
     "channel": (10, _STRING, None),
+    "key": (11, _STRING, None),
+    "removed": (12, _BOOL, None),
 }
 SUBSCRIBE_RESULT: Schema = {
     "expires": (1, _BOOL, None),
@@ -115,6 +117,11 @@ SUBSCRIBE_RESULT: Schema = {
     "data": (11, _BYTES, None),
     "was_recovering": (12, _BOOL, None),
     "delta": (13, _BOOL, None),
+    "type": (15, _VARINT, None),
+    "phase": (16, _VARINT, None),
+    "cursor": (17, _STRING, None),
+    "state": (18, _REPEATED, PUBLICATION),
+    "publish_debounce": (19, _VARINT, None),
 }
 CONNECT_RESULT: Schema = {
     "client": (1, _STRING, None),
@@ -293,6 +300,10 @@ def encode_publication(
         msg += b"\x40\x01"  # delta = 8
     if pub.time:
         msg += b"\x48" + varint(pub.time)  # time = 9
+    if pub.key:
+        msg += b"\x5a" + delimited(pub.key.encode())  # key = 11
+    if pub.removed:
+        msg += b"\x60\x01"  # removed = 12
     push = (b"\x12" + delimited(channel.encode()) if channel else b"") + b"\x22" + delimited(msg)
     return delimited(b"\x22" + delimited(push))  # Reply.push = 4
 
@@ -425,7 +436,36 @@ def _subscribe(f: _Fields) -> SubscribeParams:
         join_leave=_bool(f, 11),
         delta=_str(f, 12),
         flag=_int(f, 14, signed=True),
+        type=_int32(f, 15),
+        phase=_int32(f, 16),
+        cursor=_str(f, 17),
+        limit=_int32(f, 18),
+        tf=_filter(_message(f, 13)) if _last(f, 13) is not None else None,
     )
+
+
+def _filter(f: _Fields, depth: int = 0) -> dict[str, Any]:
+    """A FilterNode as the dict its JSON form is (``livehub.protocol.tags_filter`` checks it)."""
+    if depth > 16:
+        raise disconnect_bad_request()
+    out: dict[str, Any] = {"op": _str(f, 1), "key": _str(f, 2), "cmp": _str(f, 3), "val": _str(f, 4)}
+    vals = []
+    for v in f.get(5, ()):
+        if not isinstance(v, bytes):
+            raise disconnect_bad_request()
+        vals.append(v.decode(errors="replace"))
+    out["vals"] = vals
+    nodes = []
+    for n in f.get(6, ()):
+        if not isinstance(n, bytes):
+            raise disconnect_bad_request()
+        nodes.append(_filter(_fields(n), depth + 1))
+    out["nodes"] = nodes
+    return out
+
+
+def _publish(f: _Fields) -> PublishParams:
+    return PublishParams(_str(f, 1), _bytes(f, 2) or b"null", _int32(f, 3), _str(f, 4), _bool(f, 5))
 
 
 def _history(f: _Fields) -> HistoryParams:
@@ -440,7 +480,7 @@ _PARSERS: dict[int, tuple[str, Any]] = {
     4: ("connect", _connect),
     5: ("subscribe", _subscribe),
     6: ("unsubscribe", lambda f: ChannelParams(_str(f, 1))),
-    7: ("publish", lambda f: PublishParams(_str(f, 1), _bytes(f, 2) or b"null")),
+    7: ("publish", _publish),
     8: ("presence", lambda f: ChannelParams(_str(f, 1))),
     9: ("presence_stats", lambda f: ChannelParams(_str(f, 1))),
     10: ("history", _history),

@@ -4,6 +4,7 @@ lost under a subscriber, an engine that cannot be reached."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -33,7 +34,18 @@ def settings(engine: str) -> Settings:
         },
         channel={
             "namespaces": [
-                {"name": "stream", "history_size": 100, "history_ttl": 300, "force_recovery": True}
+                {"name": "stream", "history_size": 100, "history_ttl": 300, "force_recovery": True},
+                {
+                    "name": "board",
+                    "subscription_type": "map",
+                    "map": {"mode": "persistent", "min_page_size": 1},
+                    "map_clients_presence_channel_prefix": "boardwho:",
+                },
+                {
+                    "name": "boardwho",
+                    "subscription_type": "map_clients",
+                    "map": {"mode": "ephemeral", "key_ttl": 60},
+                },
             ]
         },
         http_api={"key": API_KEY},
@@ -178,3 +190,31 @@ async def test_engine_unavailable_is_error_100_and_a_one_line_warning(
     warnings = [r for r in caplog.records if r.name.startswith("livehub") and r.levelno >= logging.WARNING]
     assert any("engine unavailable" in r.getMessage() for r in warnings)
     assert [r.getMessage() for r in warnings if r.exc_info] == []  # no tracebacks
+
+
+async def test_map_subscriptions_across_nodes() -> None:
+    """A map written on one node reaches a subscriber on another, whose presence entry the
+    first node reads; a change its node missed is found by the position check, and the
+    subscriber recovers it from the map's stream."""
+    async with nodes(2) as [(hub1, client1), (hub2, _)]:
+        await hub2.map_publish("board:x", "a", {"n": 1})
+        alice = await client1.connect()
+        live = await alice.subscribe("board:x", type=1, phase=2)
+        assert [e["key"] for e in live["state"]] == ["a"] and live["offset"] == 1
+        await hub2.map_publish("board:x", "b", {"n": 2})
+        pub = await alice.next_publication("board:x")
+        assert (pub["key"], pub["offset"]) == ("b", 2)
+        who = await hub2.map_state("boardwho:board:x")
+        assert [p.key for p in who.entries] == [alice.client_id]
+
+        node1 = hub1.node
+        node1.handle_publication = lambda *args: None  # type: ignore[method-assign]
+        await hub2.map_publish("board:x", "c", {"n": 3})
+        await asyncio.sleep(0.3)  # the change reaches node 1 through Redis pub/sub, and is dropped
+        del node1.handle_publication
+        seen = await collect_until(alice, "unsubscribe", "board:x")
+        assert seen[-1]["unsubscribe"]["code"] == 2500
+        result = await alice.subscribe(
+            "board:x", type=1, phase=1, recover=True, offset=2, epoch=live["epoch"]
+        )
+        assert result["recovered"] is True and [p["key"] for p in result["publications"]] == ["c"]

@@ -25,11 +25,12 @@ from urllib.parse import urlsplit
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
-ENGINES = ["memory", "redis", "redis-shards", "redis-cluster", "nats"]
+ENGINES = ["memory", "redis", "redis-shards", "redis-cluster", "nats", "postgres"]
 
 #: The real services the networked engines are tested against (``scripts/services.sh``).
 REDIS_URL = os.environ.get("LIVEHUB_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 NATS_URL = os.environ.get("LIVEHUB_TEST_NATS_URL", "nats://127.0.0.1:4222")
+POSTGRES_URL = os.environ.get("LIVEHUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 #: The presence TTL of the nodes that test presence expiry, seconds.
 PRESENCE_TTL = 1.0
@@ -231,6 +232,19 @@ async def make_engine(name: str, cluster_url: str = "") -> Engine:
             recorder,
             cleanup=lambda: delete_streams(url),
             make_peer=lambda options: nats_engine(with_options(url, options)),
+        )
+    elif name == "postgres":
+        from livehub.engines.postgres import drop_tables
+        from livehub.engines.postgres import from_url as postgres_engine
+
+        require_service(POSTGRES_URL, "PostgreSQL")
+        url = f"{POSTGRES_URL}?prefix={unique_prefix()}"
+        engine = Engine(
+            name,
+            *postgres_engine(url),
+            recorder,
+            cleanup=lambda: drop_tables(url),
+            make_peer=lambda options: postgres_engine(with_options(url, options)),
         )
     else:
         raise ValueError(f"unknown engine {name!r}")

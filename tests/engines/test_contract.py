@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from .contract import ENGINES, BrokerContract, Engine, PresenceContract, make_engine
+from .map_contract import MAP_ENGINES, MapContract, check_unsupported
 
 
 @pytest.fixture(params=ENGINES)
@@ -25,3 +26,18 @@ class TestBroker(BrokerContract):
 
 class TestPresenceManager(PresenceContract):
     pass
+
+
+# the ``engine`` parameter names the service a test needs (tests/conftest.py, rule 4)
+@pytest.mark.parametrize("engine", MAP_ENGINES, indirect=True)
+class TestMapBroker(MapContract):
+    pass
+
+
+@pytest.mark.parametrize("engine", sorted(set(ENGINES) - set(MAP_ENGINES)))
+async def test_engines_without_maps_refuse_them(engine: str) -> None:
+    built = await make_engine(engine)
+    try:
+        await check_unsupported(built)
+    finally:
+        await built.close()

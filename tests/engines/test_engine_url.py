@@ -45,9 +45,31 @@ def test_nats() -> None:
     assert broker.config.prefix == "app"
 
 
+def test_postgres() -> None:
+    from livehub.engines.postgres import PostgresBroker, PostgresPresenceManager
+
+    for scheme in ("postgresql", "postgres"):
+        broker, presence = engine_from_url(
+            f"{scheme}://u@127.0.0.1:5432/db?prefix=app&presence_ttl=5s&sslmode=disable"
+        )
+        assert isinstance(broker, PostgresBroker) and isinstance(presence, PostgresPresenceManager)
+        assert broker.config.prefix == "app" and presence.config.presence_ttl == 5.0
+        assert (
+            broker.config.dsn == f"{scheme}://u@127.0.0.1:5432/db?sslmode=disable"
+        )  # ours removed, asyncpg's kept
+
+
 @pytest.mark.parametrize(
     "url",
-    ["", "postgres://x", "redis://a,nats://b", "memory://,memory://", "redis://h?io_timeout=abc"],
+    [
+        "",
+        "mysql://x",
+        "postgresql://a,postgresql://b",
+        "postgresql://h?prefix=Bad-Name",
+        "redis://a,nats://b",
+        "memory://,memory://",
+        "redis://h?io_timeout=abc",
+    ],
 )
 def test_bad_urls(url: str) -> None:
     with pytest.raises(ValueError):

@@ -1,7 +1,8 @@
 """The official JavaScript SDK (npm ``centrifuge@5.8.0`` over ``ws``) against livehub.
 
-The tests are tests/peers/node/sdk.test.mjs (the JSON build) and sdk.protobuf.test.mjs
-(the Protobuf build, alone and next to JSON clients), run with Node's own test runner.
+The tests are tests/peers/node/sdk.test.mjs (the JSON build), sdk.protobuf.test.mjs
+(the Protobuf build, alone and next to JSON clients) and sdk.map.test.mjs (map subscriptions),
+run with Node's own test runner.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from tests.peers.conftest import PEERS, ROOT, Server, run_suite, tail
 TIMEOUT = 180
 
 
-@pytest.mark.parametrize("test_file", ["sdk.test.mjs", "sdk.protobuf.test.mjs"])
+@pytest.mark.parametrize("test_file", ["sdk.test.mjs", "sdk.protobuf.test.mjs", "sdk.map.test.mjs"])
 def test_centrifuge_js_sdk(provisioned: None, node_bin: str, livehub_server: Server, test_file: str) -> None:
     test_path = PEERS / "node" / test_file
     assert (PEERS / "node" / "node_modules" / "centrifuge").is_dir(), "run bash scripts/provision_peers.sh"

@@ -1,7 +1,8 @@
-"""SubscribeRequest.type (field 15 of the protocol's client.proto): livehub serves plain
-streams (type 0) only. A subscribe asking for a Centrifugo 6.8 map (1, 2, 3), shared
-poll (4) or any other type is refused as Centrifugo refuses it on a channel not
-configured for that type, never answered with a stream the client would misread."""
+"""SubscribeRequest.type (field 15 of the protocol's client.proto): a channel serves the
+type its namespace's ``subscription_type`` says (a plain stream, type 0, by default; a
+Centrifugo 6.8 map, 1, 2 or 3, in a map namespace). Any other type -- shared poll (4),
+unknown ones, a map in a stream namespace -- is refused as Centrifugo refuses it, never
+answered with a subscription the client would misread."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ CONFIG = {"client": {"insecure": True}, "channel": {"namespaces": [{"name": "cha
 def test_type_is_parsed_and_defaults_to_a_stream() -> None:
     assert SubscribeParams.parse({"channel": "c"}).type == 0
     assert SubscribeParams.parse({"channel": "c", "type": 1}).type == 1
-    assert SubscribeParams.parse({"channel": "c"}).type_refusal() is None
+    assert SubscribeParams.parse({"channel": "c"}).type_refusal("") is None
+    assert SubscribeParams.parse({"channel": "c", "type": 1}).type_refusal("map") is None
+    assert SubscribeParams.parse({"channel": "c", "type": 2}).type_refusal("map_clients") is None
+    assert SubscribeParams.parse({"channel": "c", "type": 0}).type_refusal("map") is not None
 
 
 @pytest.mark.parametrize("value", ["map", 1.5, True, [1]])
@@ -45,8 +49,8 @@ def test_a_type_that_is_not_an_integer_is_a_malformed_command(value: object) -> 
     ],
 )
 def test_refusal_of_each_unsupported_type(type_: int, code: int, message: str) -> None:
-    first = SubscribeParams.parse({"channel": "c", "type": type_}).type_refusal()
-    again = SubscribeParams.parse({"channel": "c", "type": type_}).type_refusal()
+    first = SubscribeParams.parse({"channel": "c", "type": type_}).type_refusal("stream")
+    again = SubscribeParams.parse({"channel": "c", "type": type_}).type_refusal("stream")
     assert first is not None and (first.code, first.message) == (code, message)
     assert first is not again  # a fresh error each time, never a shared instance
 

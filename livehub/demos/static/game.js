@@ -1,12 +1,15 @@
-// Tic-tac-toe: moves are RPCs the server checks; the state comes back as publications.
+// Tic-tac-toe: moves are RPCs the server checks; the table is a map subscription (one key per
+// tile, per seat, and the round), loaded whole on subscribe and then updated key by key.
+// Who is at the table is a map too (one entry per client), kept by the server.
 import { $, avatar, connect, currentUser, el, toast } from "./common.js";
 
 const user = currentUser();
 const client = connect(user);
 const params = new URLSearchParams(location.search);
 const table = /^[a-z0-9-]{1,32}$/.test(params.get("table") || "") ? params.get("table") : "main";
-const channel = `game.${table}`;
+const channel = `game:${table}`;
 let state = null;
+const entries = new Map(); // map key -> value: cell:N, seat:X, seat:O, round
 const here = new Map(); // client id -> user
 
 $("#me").textContent = user;
@@ -26,15 +29,24 @@ $("#board").append(...cells);
 
 async function call(method, extra = {}) {
   try {
-    const { data } = await client.rpc(method, { table, ...extra });
-    render(data);
+    await client.rpc(method, { table, ...extra }); // what changed arrives on the map
   } catch (err) {
     toast(err.message, "error");
   }
 }
 
+function fromMap() {
+  const round = entries.get("round") ?? { turn: "X", winner: "", line: [], version: 0 };
+  return {
+    board: Array.from({ length: 9 }, (_, i) => entries.get(`cell:${i}`)?.mark ?? ""),
+    players: { X: entries.get("seat:X")?.user ?? "", O: entries.get("seat:O")?.user ?? "" },
+    turn: round.turn,
+    winner: round.winner,
+    line: round.line ?? [],
+  };
+}
+
 function render(next) {
-  if (state && next.version < state.version) return; // an older state than the one shown
   state = next;
   const myMark = Object.keys(state.players).find((m) => state.players[m] === user);
   const playing = !state.winner && state.players.X && state.players.O;
@@ -71,18 +83,32 @@ function renderHere() {
   if (state) render(state);
 }
 
-const sub = client.newSubscription(channel, { joinLeave: true });
-sub.on("subscribed", async () => {
-  await call("game.join"); // a seat if one is free, and the state as it is now either way
-  const { clients } = await sub.presence();
+const sub = client.newMapSubscription(channel);
+sub.on("sync", (ctx) => {
+  entries.clear();
+  for (const entry of ctx.entries) entries.set(entry.key, entry.data);
+  render(fromMap());
+});
+sub.on("update", (ctx) => {
+  if (ctx.removed) entries.delete(ctx.key);
+  else entries.set(ctx.key, ctx.data);
+  render(fromMap());
+});
+sub.on("subscribed", () => call("game.join")); // a seat if one is free
+sub.subscribe();
+
+const who = client.newMapClientsSubscription(`gamewho:${channel}`);
+who.on("sync", (ctx) => {
   here.clear();
-  for (const [id, info] of Object.entries(clients)) here.set(id, info.user);
+  for (const entry of ctx.entries) here.set(entry.key, entry.info?.user ?? "");
   renderHere();
 });
-sub.on("publication", (ctx) => render(ctx.data));
-sub.on("join", ({ info }) => (here.set(info.client, info.user), renderHere()));
-sub.on("leave", ({ info }) => (here.delete(info.client), renderHere()));
-sub.subscribe();
+who.on("update", (ctx) => {
+  if (ctx.removed) here.delete(ctx.key);
+  else here.set(ctx.key, ctx.info?.user ?? "");
+  renderHere();
+});
+who.subscribe();
 
 $("#join").addEventListener("click", () => call("game.join"));
 $("#leave").addEventListener("click", () => call("game.leave"));

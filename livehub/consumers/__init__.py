@@ -1,0 +1,3 @@
+"""Async consumers: sources an app writes server API commands to, which livehub executes
+(Centrifugo's ``consumers``). ``dispatch`` runs one command; ``postgresql`` reads an outbox
+table. Configured by ``consumers`` in the settings; a Hub starts the enabled ones."""
