@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The official centrifuge SDK, bundled for the demo pages (built, never committed)
 BUNDLE := livehub/demos/static/vendor/centrifuge.js
 
-.PHONY: run test lint check unit peers browser frontend install clean dist docs
+.PHONY: run test lint check unit peers browser frontend install clean dist docs js-suite
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -51,6 +51,12 @@ lint:
 ## Download the official SDKs the conformance tests run (cached in .cache/)
 peers: $(STAMP)
 	bash scripts/provision_peers.sh
+
+## The centrifuge-js repository's own jest suite against livehub serve on localhost:8000 (scripts/js_suite.py:
+## needs its git repository, $$CENTRIFUGE_JS_SRC; table + .cache/centrifuge-js/results.json; fails on a test
+## tests/peers/js_suite_expected.json lists as passing). Takes the heavy-tests lock. JS_SUITE_ARGS=--files src/map.test.ts
+js-suite: $(STAMP)
+	flock /tmp/livehub-heavy.lock $(BIN)/python scripts/js_suite.py --expected tests/peers/js_suite_expected.json $(JS_SUITE_ARGS)
 
 ## Build the browser bundle of the centrifuge SDK for the demo pages (npm ci + esbuild)
 frontend: $(BUNDLE)

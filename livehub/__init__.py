@@ -26,14 +26,17 @@ _EXPORTS = {
     "Hub": "livehub.hub",
     "HubStats": "livehub.hub",
     "NodeStats": "livehub.hub",
+    "PolledItem": "livehub.core.shared_poll",
     "Publication": "livehub.models",
     "Settings": "livehub.settings",
     "StreamPosition": "livehub.models",
+    "sign_keys": "livehub.core.shared_poll",
 }
 
 if TYPE_CHECKING:
     from livehub.client import Client
     from livehub.core.channels import ChannelConflict
+    from livehub.core.shared_poll import PolledItem, sign_keys
     from livehub.hub import ConnectResult, Hub, HubStats, NodeStats
     from livehub.models import ClientInfo, Publication, StreamPosition
     from livehub.protocol.codes import Disconnect, Error
@@ -63,8 +66,10 @@ __all__ = [
     "Hub",
     "HubStats",
     "NodeStats",
+    "PolledItem",
     "Publication",
     "Settings",
     "StreamPosition",
+    "sign_keys",
     "__version__",
 ]

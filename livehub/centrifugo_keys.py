@@ -120,6 +120,31 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
     "client.connect_code_to_unidirectional_disconnect": frozenset("enabled transforms".split()),
     "client.connect_code_to_unidirectional_disconnect.transforms[]": frozenset("code to".split()),
     "client.connect_code_to_unidirectional_disconnect.transforms[].to": frozenset("code reason".split()),
+    "client.proxy.connect": frozenset("emulated_headers grpc".split()),
+    "client.proxy.connect.http": frozenset("status_to_code_transforms tls".split()),
+    "client.proxy.refresh": frozenset("emulated_headers grpc".split()),
+    "client.proxy.refresh.http": frozenset("status_to_code_transforms tls".split()),
+    "channel.proxy.subscribe": frozenset("emulated_headers grpc".split()),
+    "channel.proxy.subscribe.http": frozenset("status_to_code_transforms tls".split()),
+    "channel.proxy.publish": frozenset("emulated_headers grpc".split()),
+    "channel.proxy.publish.http": frozenset("status_to_code_transforms tls".split()),
+    "channel.proxy.sub_refresh": frozenset("emulated_headers grpc".split()),
+    "channel.proxy.sub_refresh.http": frozenset("status_to_code_transforms tls".split()),
+    "channel.proxy.shared_poll_refresh": frozenset("emulated_headers grpc".split()),
+    "channel.proxy.shared_poll_refresh.http": frozenset("status_to_code_transforms tls".split()),
+    "rpc.proxy": frozenset("emulated_headers grpc".split()),
+    "rpc.proxy.http": frozenset("status_to_code_transforms tls".split()),
+    "proxies[]": frozenset("emulated_headers grpc".split()),
+    "proxies[].http": frozenset("status_to_code_transforms tls".split()),
+    "channel.proxy": frozenset("map_publish map_remove subscribe_stream".split()),
+    "rpc": frozenset("ping".split()),
+    "shared_poll": frozenset("concurrency_limit".split()),
+    "channel.without_namespace.shared_poll": frozenset(
+        "channel_shutdown_delay publish_enabled track_expired_extra_delay".split()
+    ),
+    "channel.namespaces[].shared_poll": frozenset(
+        "channel_shutdown_delay publish_enabled track_expired_extra_delay".split()
+    ),
     "client.rate_limit": frozenset("client_command user_command".split()),
     "client.subscribe_to_user_personal_channel": frozenset(
         "enabled personal_channel_namespace single_connection".split()
@@ -138,6 +163,33 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
             "hmac_previous_secret_key_valid_until hmac_secret_key "
             "insecure_skip_jwks_endpoint_safety_check issuer issuer_regex jwks_public_endpoint "
             "rsa_public_key user_id_claim"
+        ).split()
+    ),
+    "consumers[].nats_jetstream": frozenset(
+        (
+            "credentials_file deliver_policy durable_consumer_name max_ack_pending method_header password "
+            "publication_data_mode stream_name subjects tls token url use_existing_consumer username"
+        ).split()
+    ),
+    "consumers[].nats_jetstream.publication_data_mode": frozenset(
+        (
+            "channels_header delta_header enabled idempotency_key_header tags_header_prefix "
+            "version_epoch_header version_header"
+        ).split()
+    ),
+    "consumers[].redis_stream": frozenset(
+        (
+            "address client_name cluster_address connect_timeout consumer_group db force_resp2 "
+            "io_timeout method_value num_workers password payload_value prefix "
+            "publication_data_mode replica_client sentinel_address sentinel_client_name "
+            "sentinel_master_name sentinel_password sentinel_tls sentinel_user streams tls user "
+            "visibility_timeout"
+        ).split()
+    ),
+    "consumers[].redis_stream.publication_data_mode": frozenset(
+        (
+            "channels_value delta_value enabled idempotency_key_value tags_value_prefix "
+            "version_epoch_value version_value"
         ).split()
     ),
     "engine": frozenset("redis type".split()),

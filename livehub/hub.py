@@ -41,6 +41,7 @@ from livehub.core.channels import (
 from livehub.core.control import DisconnectUser, SubscribeUser, Target, UnsubscribeUser
 from livehub.core.node import Node
 from livehub.core.session import Session
+from livehub.core.shared_poll import PolledItem, PollResult
 from livehub.dependencies import Callback
 from livehub.engines.base import MapStatePage, MapUpdate
 from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
@@ -168,6 +169,14 @@ class Service(Protocol):
 
 
 def _consumer(node: Node, consumer: ConsumerSettings) -> Service:
+    if consumer.type == "redis_stream":
+        from livehub.consumers.redis_stream import RedisStreamConsumer
+
+        return RedisStreamConsumer(node, consumer.name, consumer.redis_stream)
+    if consumer.type == "nats_jetstream":
+        from livehub.consumers.nats_jetstream import NatsJetStreamConsumer
+
+        return NatsJetStreamConsumer(node, consumer.name, consumer.nats_jetstream)
     from livehub.consumers.postgresql import PostgresConsumer
 
     return PostgresConsumer(node, consumer.name, consumer.postgresql)
@@ -195,6 +204,8 @@ class Hub:
         self.declared: list[ChannelSpec] = []
         self.rpcs: dict[str, RPCSpec] = {}
         self._connect: Callback | None = None
+        #: Shared poll functions by channel pattern (``shared_poll``).
+        self.pollers: list[tuple[ChannelPattern, Callable[..., Any]]] = []
         #: What runs with the app beside the node: outbox relays (:meth:`transactional_outbox`)
         #: and the enabled ``consumers`` of the settings.
         self.services: list[Service] = [_consumer(node, c) for c in self.settings.consumers if c.enabled]
@@ -368,6 +379,36 @@ class Hub:
 
         return register
 
+    def shared_poll(self, pattern: str) -> Callable[[F], F]:
+        """``poll(keys, <channel params>) -> items``: what the keys tracked in a shared poll
+        channel hold, asked once per ``refresh_interval`` for the keys this node's clients track.
+
+        ``keys`` maps each key to the version the node has (0: none). Return a dict
+        ``{key: value}`` (JSON values; versionless mode numbers the changes itself) or a list
+        of :class:`~livehub.core.shared_poll.PolledItem` (``key``, ``data`` as JSON bytes,
+        ``version``, ``removed``) for versioned mode. Keys left out are unchanged.
+        """
+        compiled = ChannelPattern(pattern)
+
+        def register(func: F) -> F:
+            self.pollers.append((compiled, func))
+            self.node.shared_poll_hook = self._shared_poll_hook
+            return func
+
+        return register
+
+    async def _shared_poll_hook(self, channel: str, items: list[tuple[str, int]]) -> PollResult | None:
+        for pattern, func in self.pollers:
+            params = pattern.match(channel)
+            if params is not None:
+                answer = await func(dict(items), **params)
+                if isinstance(answer, dict):
+                    polled = [PolledItem(key, to_json(value)) for key, value in answer.items()]
+                else:
+                    polled = list(answer or ())
+                return PollResult(polled)
+        return None
+
     def on_disconnect(self, func: F) -> F:
         """``handler(client, <dependencies>)``, called once when a connected client goes away."""
         self._on_disconnect = Callback(func, 1)
@@ -438,7 +479,11 @@ class Hub:
     # -- server-side operations, callable from any route or task
 
     async def publish(self, channel: str, data: Any, **options: Any) -> StreamPosition:
-        """Publish JSON data (or a Pydantic model) to a channel; returns its stream position."""
+        """Publish JSON data (or a Pydantic model) to a channel; returns its stream position.
+
+        Options: ``tags``, ``idempotency_key``, ``skip_history``, and ``key``: what the
+        publication is a value of, for a channel with ``conflate`` (a slow subscriber gets
+        the latest publication of each key)."""
         return await self.node.publish(channel, to_json(data), **options)
 
     async def broadcast(self, channels: list[str], data: Any, **options: Any) -> list[StreamPosition]:

@@ -174,6 +174,18 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "livehub_node_deliveries", "Publications handed to local subscribers.", value=node.deliveries
         )
+        outboxes = [session.outbox for session in node.sessions.values()]
+        yield GaugeMetricFamily(
+            "livehub_node_queued_bytes",
+            "Bytes waiting to be written to this node's connections.",
+            value=sum(outbox.size for outbox in outboxes),
+        )
+        yield GaugeMetricFamily(
+            "livehub_node_conflated",
+            "Publications of conflating channels that this node's connections skipped for a newer "
+            "one of their key.",
+            value=sum(outbox.conflated for outbox in outboxes),
+        )
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -33,6 +33,8 @@ class Publication:
     info: ClientInfo | None = None
     tags: dict[str, str] = field(default_factory=dict)
     time: int = 0
+    #: What the publication is a value of (the protocol's ``Publication.key``): on a channel
+    #: with ``conflate``, a slow subscriber gets only the latest publication of each key.
     key: str = ""
     removed: bool = False
 
@@ -60,3 +62,37 @@ class Credentials:
     channels: tuple[str, ...] = ()
     expire_at: int = 0
     data: bytes | None = None
+    #: Kept by the server with the connection, never shown to the client (connect proxy's ``meta``).
+    meta: bytes | None = None
+    #: What server-side subscriptions of ``channels`` carry, by channel (connect proxy's ``subs``).
+    grants: dict[str, SubscribeGrant] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeGrant:
+    """A subscribe hook letting a client in with what a subscription token would carry."""
+
+    info: bytes | None = None
+    data: bytes | None = None
+    #: Unix time at which the subscription expires (0: never).
+    expire_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishGrant:
+    """A publish hook letting a publication through, with how to publish it."""
+
+    data: bytes
+    skip_history: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Prolongation:
+    """A refresh or sub_refresh hook's answer for an expiring connection or subscription."""
+
+    expired: bool = False
+    #: The new expiry, Unix time (0: never).
+    expire_at: int = 0
+    info: bytes | None = None

@@ -197,6 +197,123 @@ class ClientRateLimit(Section):
     client_command: ClientCommandRateLimit = ClientCommandRateLimit()
 
 
+# -- proxies: the app backend asked over HTTP (livehub.core.proxy)
+
+
+class ProxyHttpSettings(Section):
+    #: Headers added to every request to this proxy; forwarded client headers win over them.
+    static_headers: dict[str, str] = {}
+
+
+class ProxySettings(Section):
+    """One backend endpoint livehub asks over HTTP with JSON, as Centrifugo's proxies."""
+
+    #: ``http://...`` address that receives the POST; empty: no proxy.
+    endpoint: str = ""
+    #: The whole request, connection included; later is an internal error (100) for the client.
+    timeout: Duration = 1.0
+    #: Headers of the client's opening handshake forwarded to the backend (lower case names).
+    http_headers: list[str] = []
+    #: Centrifugo's gRPC metadata keys: livehub has no gRPC transport, so none arrive.
+    grpc_metadata: list[str] = []
+    #: Data goes as ``b64data`` (base64) instead of JSON ``data``.
+    binary_encoding: bool = False
+    #: Send the connection's ``meta`` (from the connect proxy) with every request.
+    include_connection_meta: bool = False
+    http: ProxyHttpSettings = ProxyHttpSettings()
+
+    @model_validator(mode="after")
+    def _http_endpoint(self) -> ProxySettings:
+        if self.endpoint and urlsplit(self.endpoint).scheme not in ("http", "https"):
+            raise ValueError(f"proxy endpoint {self.endpoint!r}: only http(s):// proxies are supported")
+        self.http_headers = [h.lower() for h in self.http_headers]
+        return self
+
+
+class NamedProxy(ProxySettings):
+    #: How namespaces (``subscribe_proxy_name``...) and RPC namespaces refer to it.
+    name: str = Field(pattern=r"^[-a-zA-Z0-9_.]+$")
+
+
+class EnabledProxy(ProxySettings):
+    #: Ask this proxy (its ``endpoint`` must be set).
+    enabled: bool = False
+
+    @model_validator(mode="after")
+    def _endpoint_when_enabled(self) -> EnabledProxy:
+        if self.enabled and not self.endpoint:
+            raise ValueError("an enabled proxy needs an endpoint")
+        return self
+
+
+class ClientProxySettings(Section):
+    #: Asked at ``connect`` when the client sends no token: who the connection is.
+    connect: EnabledProxy = EnabledProxy()
+    #: Asked when a connection expires, instead of the client refreshing its token.
+    refresh: EnabledProxy = EnabledProxy()
+
+
+class ChannelProxySettings(Section):
+    """The proxies namespaces name ``"default"`` (or by leaving the name empty)."""
+
+    subscribe: ProxySettings = ProxySettings()
+    publish: ProxySettings = ProxySettings()
+    sub_refresh: ProxySettings = ProxySettings()
+    shared_poll_refresh: ProxySettings = ProxySettings()
+
+
+class RpcOptions(Section):
+    #: RPC calls of these methods go to the RPC proxy (unless the app serves the method).
+    proxy_enabled: bool = False
+    #: The proxy asked: ``"default"`` is ``rpc.proxy``, other names are items of ``proxies``.
+    proxy_name: str = "default"
+
+
+class RpcNamespace(RpcOptions):
+    #: Methods named ``<name>:…`` belong to this namespace.
+    name: str = Field(pattern=r"^[-a-zA-Z0-9_.]{2,}$")
+
+
+class RpcSettings(Section):
+    #: The RPC proxy named ``"default"``.
+    proxy: ProxySettings = ProxySettings()
+    without_namespace: RpcOptions = RpcOptions()
+    namespaces: list[RpcNamespace] = []
+    #: Separates an RPC namespace's name from the method's.
+    namespace_boundary: str = ":"
+
+
+class SharedPollSettings(Section):
+    """Keys that clients of shared poll subscriptions track are signed by the app with this
+    HMAC key (``livehub.core.shared_poll``)."""
+
+    #: The key track signatures are verified with (HMAC-SHA256).
+    hmac_secret_key: str = ""
+    #: The key before a rotation, accepted as well.
+    hmac_previous_secret_key: str = ""
+    #: Unix time after which signatures issued are no longer checked with the previous key (0: always).
+    hmac_previous_secret_key_valid_until: int = 0
+    #: livehub's: distinct keys tracked on this node, over every channel (error 106 beyond).
+    max_keys_per_node: Annotated[int, Field(ge=1)] = 100_000
+
+
+class SharedPollOptions(Section):
+    """A ``subscription_type: shared_poll`` namespace: how its keys are polled."""
+
+    #: The proxy asked for the tracked keys (``"default"``: ``channel.proxy.shared_poll_refresh``);
+    #: an app embedding livehub may give a Python function instead (``Hub.shared_poll``).
+    proxy_name: str = "default"
+    #: How often the node asks the backend for the tracked keys.
+    refresh_interval: Duration = 5.0
+    #: Keys asked in one request to the backend at most.
+    refresh_batch_size: Annotated[int, Field(ge=1)] = 1000
+    #: Keys one connection may track in one channel (error 106 beyond it).
+    max_keys_per_connection: Annotated[int, Field(ge=1)] = 1000
+    #: ``versioned``: the backend gives versions; ``""`` (versionless): livehub numbers the
+    #: changes of each key itself, under an epoch of the node.
+    mode: Literal["", "versioned", "versionless"] = ""
+
+
 class ClientSettings(Section):
     token: TokenSettings = TokenSettings()
     #: A separate key for subscription tokens; when disabled, ``token`` verifies both.
@@ -229,6 +346,7 @@ class ClientSettings(Section):
     connection_limit_per_ip: Annotated[int, Field(ge=0)] = 0
     #: Per-connection command rate limits (Centrifugo PRO's ``client.rate_limit``).
     rate_limit: ClientRateLimit = ClientRateLimit()
+    proxy: ClientProxySettings = ClientProxySettings()
     #: Bytes queued for one connection before it is disconnected as slow (3008).
     queue_max_size: Annotated[int, Field(ge=1024)] = 1_048_576
     history_max_publication_limit: Annotated[int, Field(ge=1)] = 300
@@ -378,9 +496,17 @@ class NamespaceOptions(Section):
     allow_user_limited_channels: bool = False
     allowed_delta_types: list[str] = []
     delta_publish: bool = False
+    #: livehub's: a subscriber the socket cannot keep up with gets only the latest
+    #: publication of each key (a publication's ``key``; the channel when it has none) instead
+    #: of being disconnected as slow (3008). Deltas are not sent on such channels.
+    conflate: bool = False
+    #: livehub's: keys of one channel a conflating subscriber may be behind on at once;
+    #: one more disconnects it as slow (3008), so memory stays bounded.
+    conflate_max_keys: Annotated[int, Field(ge=1)] = 1000
     #: ``stream`` (publications with history, the default), ``map`` (a key -> value state
-    #: clients load and follow), or the presence maps ``map_clients`` / ``map_users``.
-    subscription_type: Literal["", "stream", "map", "map_clients", "map_users"] = ""
+    #: clients load and follow), the presence maps ``map_clients`` / ``map_users``, or
+    #: ``shared_poll`` (keys polled from the backend, ``livehub.core.shared_poll``).
+    subscription_type: Literal["", "stream", "map", "map_clients", "map_users", "shared_poll"] = ""
     #: The map options of a map namespace.
     map: MapSettings = MapSettings()
     #: When set, each subscriber of a channel ``ch`` here is an entry (key: client id) of the
@@ -392,6 +518,19 @@ class NamespaceOptions(Section):
     allow_tags_filter: bool = False
     #: Told to map subscribers (``publish_debounce``, ms): the SDK debounces its publishes.
     client_publish_debounce_interval: Duration = 0.0
+    #: Proxies (``livehub.core.proxy``): the backend decides subscribe, publish and sub_refresh.
+    subscribe_proxy_enabled: bool = False
+    #: ``"default"``: ``channel.proxy.subscribe``; other names are items of ``proxies``.
+    subscribe_proxy_name: str = "default"
+    #: The backend allows, refuses or changes what clients publish (not tokens or options).
+    publish_proxy_enabled: bool = False
+    #: ``"default"``: ``channel.proxy.publish``; other names are items of ``proxies``.
+    publish_proxy_name: str = "default"
+    #: The backend prolongs expiring subscriptions (instead of the client's new token).
+    sub_refresh_proxy_enabled: bool = False
+    #: ``"default"``: ``channel.proxy.sub_refresh``; other names are items of ``proxies``.
+    sub_refresh_proxy_name: str = "default"
+    shared_poll: SharedPollOptions = SharedPollOptions()
 
     @property
     def history_enabled(self) -> bool:
@@ -433,6 +572,7 @@ class ChannelSettings(Section):
     namespaces: list[Namespace] = []
     max_length: Annotated[int, Field(ge=1)] = 255
     private_prefix: str = "$"
+    proxy: ChannelProxySettings = ChannelProxySettings()
     namespace_boundary: str = ":"
     user_boundary: str = "#"
     user_separator: str = ","
@@ -670,28 +810,6 @@ class PostgresConsumerOptions(Section):
     use_try_lock: bool = False
 
 
-class ConsumerSettings(Section):
-    """One of Centrifugo's ``consumers``; livehub runs the ``postgresql`` type."""
-
-    #: Unique among the consumers: it names the partitions' locks and the logs.
-    name: str = ""
-    #: Only enabled consumers run.
-    enabled: bool = False
-    #: ``postgresql``: the one type livehub runs (Centrifugo's others are refused when enabled).
-    type: str = ""
-    postgresql: PostgresConsumerOptions = PostgresConsumerOptions()
-
-    @model_validator(mode="after")
-    def _supported(self) -> ConsumerSettings:
-        if self.enabled and self.type != "postgresql":
-            raise ValueError(f"consumer {self.name!r}: type {self.type!r} is not supported (postgresql is)")
-        if self.enabled and not (self.name and self.postgresql.dsn and self.postgresql.outbox_table_name):
-            raise ValueError(
-                "a postgresql consumer needs name, postgresql.dsn and postgresql.outbox_table_name"
-            )
-        return self
-
-
 class AdminSettings(Section):
     """The admin page (``livehub.admin``): a password to sign in, a secret to sign its tokens."""
 
@@ -747,6 +865,148 @@ class DemosSettings(Section):
     enabled: bool = False
 
 
+class RedisStreamPublicationDataMode(Section):
+    """A stream entry is data to publish, not an API command: its fields name the channels."""
+
+    #: Publish the ``payload_value`` field into the channels the entry names.
+    enabled: bool = False
+    #: The entry field with the channels, comma-separated.
+    channels_value: str = "centrifugo-channels"
+    #: The entry field with the publication's idempotency key.
+    idempotency_key_value: str = "centrifugo-idempotency-key"
+    #: Entry fields starting with this are the publication's tags (the rest of the name).
+    tags_value_prefix: str = "centrifugo-tag-"
+
+
+class RedisStreamConsumerSettings(Section):
+    """Centrifugo's ``consumers[].redis_stream``: read API commands from Redis Streams
+    through a consumer group (entries acknowledged once executed)."""
+
+    #: ``host:port`` or a ``redis://`` URL (one Redis).
+    address: Annotated[list[str], BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = [
+        "127.0.0.1:6379"
+    ]
+    #: The Redis database number.
+    db: Annotated[int, Field(ge=0)] = 0
+    #: Redis ACL user name, if any.
+    user: str = ""
+    #: Redis password, if any.
+    password: str = ""
+    #: The streams (keys) to read.
+    streams: list[str] = []
+    #: The consumer group every node reading these streams joins (created if missing).
+    consumer_group: str = ""
+    #: An entry delivered but not acknowledged this long (its node died, or it failed) is
+    #: delivered again, to any node of the group.
+    visibility_timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0)] = 30.0
+    #: Entries executed at once, per stream: also the most read ahead (in flight).
+    num_workers: Annotated[int, Field(ge=1, le=1000)] = 1
+    #: The entry field holding the command (or, with ``method_value``, its request).
+    payload_value: str = "payload"
+    #: The entry field naming the API method; without it the payload is
+    #: ``{"method": ..., "payload": {...}}``.
+    method_value: str = "method"
+    publication_data_mode: RedisStreamPublicationDataMode = RedisStreamPublicationDataMode()
+
+
+class NatsJetStreamPublicationDataMode(Section):
+    """A message is data to publish, not an API command: its headers name the channels."""
+
+    #: Publish the message's data into the channels its headers name.
+    enabled: bool = False
+    #: The header with the channels, comma-separated.
+    channels_header: str = "centrifugo-channels"
+    #: The header with the publication's idempotency key.
+    idempotency_key_header: str = "centrifugo-idempotency-key"
+    #: Headers starting with this are the publication's tags (the rest of the name).
+    tags_header_prefix: str = "centrifugo-tag-"
+
+
+class NatsJetStreamConsumerSettings(Section):
+    """Centrifugo's ``consumers[].nats_jetstream``: read API commands from a JetStream
+    stream through a durable consumer (messages acknowledged once executed)."""
+
+    #: The NATS server.
+    url: str = "nats://127.0.0.1:4222"
+    #: NATS user name (with ``password``), if any.
+    username: str = ""
+    #: NATS password, if any.
+    password: str = ""
+    #: NATS authentication token, if any.
+    token: str = ""
+    #: A NATS credentials file (wins over username/password and token).
+    credentials_file: str = ""
+    #: The stream to read (it must exist).
+    stream_name: str = ""
+    #: Subjects of the stream to read (none: all).
+    subjects: list[str] = []
+    #: The durable consumer: created (or updated) unless ``use_existing_consumer``.
+    durable_consumer_name: str = ""
+    #: Attach to a consumer made elsewhere; the options below are then its own.
+    use_existing_consumer: bool = False
+    #: Where a new consumer starts: ``new`` messages only, or ``all`` the stream holds.
+    deliver_policy: Literal["new", "all"] = "new"
+    #: Messages delivered and not yet acknowledged, at most (in flight).
+    max_ack_pending: Annotated[int, Field(ge=1)] = 100
+    #: The header naming the API method; without it the payload is
+    #: ``{"method": ..., "payload": {...}}``.
+    method_header: str = "centrifugo-method"
+    publication_data_mode: NatsJetStreamPublicationDataMode = NatsJetStreamPublicationDataMode()
+    #: Connect over TLS (the system's trusted certificates).
+    tls: Enabled = Enabled()
+
+
+#: The consumer types livehub runs (Centrifugo has more: kafka, google_pub_sub, ...).
+CONSUMER_TYPES = ("postgresql", "redis_stream", "nats_jetstream")
+
+
+class ConsumerSettings(Section):
+    """One of Centrifugo's ``consumers``: API commands read from a queue and executed as the
+    server API would, acknowledged once done (at least once)."""
+
+    #: Names the consumer in logs; unique.
+    name: str = ""
+    #: Run it (a disabled consumer is checked, not run).
+    enabled: bool = False
+    #: ``postgresql``, ``redis_stream`` or ``nats_jetstream`` (Centrifugo's other types are
+    #: refused when enabled).
+    type: str = ""
+    postgresql: PostgresConsumerOptions = PostgresConsumerOptions()
+    redis_stream: RedisStreamConsumerSettings = RedisStreamConsumerSettings()
+    nats_jetstream: NatsJetStreamConsumerSettings = NatsJetStreamConsumerSettings()
+
+    @model_validator(mode="after")
+    def _complete(self) -> ConsumerSettings:
+        if not self.enabled:
+            return self
+        if self.type not in CONSUMER_TYPES:
+            raise ValueError(
+                f"consumer {self.name!r}: type {self.type!r} is not supported "
+                f"({', '.join(CONSUMER_TYPES)} are)"
+            )
+        if not self.name:
+            raise ValueError("an enabled consumer needs a name")
+        if self.type == "postgresql":
+            if not (self.postgresql.dsn and self.postgresql.outbox_table_name):
+                raise ValueError(
+                    f"consumer {self.name!r}: a postgresql consumer needs postgresql.dsn and "
+                    "postgresql.outbox_table_name"
+                )
+        elif self.type == "redis_stream":
+            cfg = self.redis_stream
+            if not (cfg.address and cfg.streams and cfg.consumer_group):
+                raise ValueError(
+                    f"consumer {self.name!r}: redis_stream needs address, streams and consumer_group"
+                )
+        else:
+            jet = self.nats_jetstream
+            if not (jet.url and jet.stream_name and jet.durable_consumer_name):
+                raise ValueError(
+                    f"consumer {self.name!r}: nats_jetstream needs url, stream_name and durable_consumer_name"
+                )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LIVEHUB_", env_nested_delimiter="__", extra="allow", case_sensitive=False
@@ -769,6 +1029,10 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     node: NodeSettings = NodeSettings()
     demos: DemosSettings = DemosSettings()
+    #: Named proxies, which namespaces and RPC namespaces refer to by name.
+    proxies: list[NamedProxy] = []
+    rpc: RpcSettings = RpcSettings()
+    shared_poll: SharedPollSettings = SharedPollSettings()
     #: Async consumers (Centrifugo's): sources of server API commands the node runs.
     consumers: list[ConsumerSettings] = []
 
@@ -804,6 +1068,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "engine.url and engine.type/broker/presence_manager both name an engine: keep one"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _unique_consumer_names(self) -> Settings:
+        names = [c.name for c in self.consumers if c.name]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"consumer name must be unique: {', '.join(twice)}")
         return self
 
     def namespace(self, name: str) -> NamespaceOptions | None:

@@ -210,6 +210,8 @@ class TransactionalOutbox:
                 asyncpg.InterfaceError,
             ) as exc:
                 log.warning("outbox %s: relay interrupted: %r", self.table, exc)
+            except Exception:  # a bug must not end the relay for good: log it, start over
+                log.exception("outbox %s: relay failed", self.table)
             finally:
                 self.relaying = False
                 if conn is not None:

@@ -374,13 +374,18 @@ def test_checkconfig_refuses_typos_with_a_suggestion(tmp_path: Path) -> None:
 def test_checkconfig_refuses_centrifugo_options_livehub_lacks_unless_off(tmp_path: Path) -> None:
     path = tmp_path / "centrifugo.json"
     path.write_text(
-        '{"client": {"token": {"hmac_secret_key": "s"}, "proxy": {"connect": {"enabled": true}}},'
+        '{"client": {"token": {"hmac_secret_key": "s"}, "concurrency": 8},'
         ' "http_api": {"key": "k"}, "sse": {"enabled": true}}'
     )
     done = livehub("checkconfig", str(path))
     assert done.returncode == 2
     assert "sse: Centrifugo's option, not supported by livehub" in done.stderr
-    assert "client.proxy: Centrifugo's option, not supported by livehub" in done.stderr
+    assert "client.concurrency: Centrifugo's option, not supported by livehub" in done.stderr
+
+    path.write_text('{"client": {"proxy": {"connect": {"enabled": true}}}}')
+    done = livehub("checkconfig", str(path))
+    assert done.returncode == 2
+    assert "an enabled proxy needs an endpoint" in done.stderr
 
     path.write_text(
         '{"client": {"token": {"hmac_secret_key": "s"}}, "http_api": {"key": "k"},'

@@ -281,3 +281,17 @@ def test_emulated_scope_keeps_allowed_names_under_real_headers_and_drops_what_a_
     many = {f"x-h{i}": "v" for i in range(MAX_EMULATED + 10)}
     kept = emulated_scope(None, many, list(many))
     assert kept is not None and len(kept["headers"]) == MAX_EMULATED
+
+
+def test_proxies_forward_real_headers_only() -> None:
+    """Centrifugo 6.9: a proxy's http_headers carries the handshake's headers, never emulated
+    ones (which the callbacks in process see when client.emulated_headers lists them)."""
+    from livehub.core.headers import emulated_scope
+    from livehub.core.proxy import forwarded_headers
+    from livehub.settings import ProxySettings
+
+    scope = {"type": "websocket", "headers": [(b"x-real", b"1")], "query_string": b""}
+    out = emulated_scope(scope, {"X-Token": "alice"}, ["x-token"])
+    assert out is not None and (b"x-token", b"alice") in out["headers"]
+    proxy = ProxySettings(endpoint="http://127.0.0.1:9/connect", http_headers=["x-real", "x-token"])
+    assert forwarded_headers(proxy, out) == {"x-real": "1"}

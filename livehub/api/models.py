@@ -43,6 +43,9 @@ class PublishRequest(APIRequest):
     skip_history: bool = False
     tags: dict[str, str] = {}
     idempotency_key: str = Field(default="", description="a repeat within 5 minutes returns the first result")
+    key: str = Field(
+        default="", description="livehub's: what the publication is a value of (conflated channels)"
+    )
 
 
 class BroadcastRequest(APIRequest):
@@ -52,6 +55,7 @@ class BroadcastRequest(APIRequest):
     skip_history: bool = False
     tags: dict[str, str] = {}
     idempotency_key: str = ""
+    key: str = ""
 
 
 class BoolValue(APIRequest):

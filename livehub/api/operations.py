@@ -69,6 +69,8 @@ def _publication(pub: Publication) -> dict[str, Any]:
         out["offset"] = pub.offset
     if pub.tags:
         out["tags"] = pub.tags
+    if pub.key:
+        out["key"] = pub.key
     return out
 
 
@@ -91,7 +93,12 @@ async def publish(node: Node, req: PublishRequest) -> dict[str, Any]:
     if data is None:
         raise error_bad_request()
     sp = await node.publish(
-        channel, data, tags=req.tags, idempotency_key=req.idempotency_key, skip_history=req.skip_history
+        channel,
+        data,
+        tags=req.tags,
+        idempotency_key=req.idempotency_key,
+        skip_history=req.skip_history,
+        key=req.key,
     )
     return _position(sp)
 
@@ -111,6 +118,7 @@ async def broadcast(node: Node, req: BroadcastRequest) -> dict[str, Any]:
                 tags=req.tags,
                 idempotency_key=req.idempotency_key,
                 skip_history=req.skip_history,
+                key=req.key,
             )
             return _position(sp)
 

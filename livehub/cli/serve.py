@@ -210,7 +210,9 @@ def banner(settings: Settings, host: str, port: int, workers: int) -> None:
                 'set it (e.g. ["http://localhost:*"])'
             )
     if not settings.client.token.has_key and not (
-        settings.client.insecure or settings.client.allow_anonymous_connect_without_token
+        settings.client.insecure
+        or settings.client.allow_anonymous_connect_without_token
+        or settings.client.proxy.connect.enabled
     ):
         warnings.append("client.token has no key and anonymous access is off: no client can connect")
     for name in unknown_env_vars(settings):

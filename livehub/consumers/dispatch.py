@@ -56,3 +56,50 @@ async def dispatch(node: Node, method: str, payload: bytes) -> None:
         raise Retry(f"{method}: internal error")
     if error is not None:
         log.error("consumed command %r refused, skipped: %s %s", method, error.code, error.message)
+
+
+def split(payload: bytes) -> tuple[str, bytes] | None:
+    """A message without a method beside it: ``{"method": ..., "payload": ...}`` -> (method,
+    request JSON); the request may also be a JSON string holding it (as CDC tools write it).
+    None if the payload is not that."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+        return None
+    request = body.get("payload")
+    if isinstance(request, str):
+        return body["method"], request.encode()
+    return body["method"], orjson.dumps(request if request is not None else {})
+
+
+async def execute(node: Node, consumer: str, method: str, payload: bytes) -> None:
+    """A message of a queue: the method beside the payload, or in it (:func:`split`);
+    raises Retry as :func:`dispatch` does."""
+    if not method:
+        found = split(payload)
+        if found is None:
+            log.error(
+                "consumer %s: skipping a malformed message (not JSON with method and payload)", consumer
+            )
+            return
+        method, payload = found
+    await dispatch(node, method, payload)
+
+
+async def publish_data(
+    node: Node, consumer: str, channels: list[str], data: bytes, idempotency_key: str, tags: dict[str, str]
+) -> None:
+    """Publication data mode: ``data`` published into ``channels`` as one broadcast."""
+    channels = [c for c in channels if c]
+    if not channels:
+        log.info("consumer %s: skipping a message that names no channel", consumer)
+        return
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        log.error("consumer %s: skipping a message whose data is not JSON", consumer)
+        return
+    request = {"channels": channels, "data": value, "idempotency_key": idempotency_key, "tags": tags}
+    await dispatch(node, "broadcast", orjson.dumps(request))

@@ -132,6 +132,11 @@ class PostgresConsumer:
                 log.warning("consumer %s, partition %d: %r; trying again", self.name, partition, exc)
                 await asyncio.sleep(backoff.next())
                 continue
+            except Exception:  # a bug must not end the partition's worker for good
+                self.retries += 1
+                log.exception("consumer %s, partition %d failed; trying again", self.name, partition)
+                await asyncio.sleep(backoff.next())
+                continue
             backoff.reset()
             if count is None or count < self.options.partition_select_limit:
                 with contextlib.suppress(TimeoutError):

@@ -50,6 +50,8 @@ class ChannelOptions(TypedDict, total=False):
     allow_user_limited_channels: bool
     allowed_delta_types: list[str]
     delta_publish: bool
+    conflate: bool
+    conflate_max_keys: int
     subscription_type: str
     map: dict[str, Any]
     map_clients_presence_channel_prefix: str

@@ -18,6 +18,9 @@ from typing import Any
 
 #: Emulated headers kept per connection at most (the connect frame's size bounds them too).
 MAX_EMULATED = 64
+#: The scope key listing the header names added by emulation: proxies forward only real
+#: headers through their ``http_headers`` (Centrifugo 6.9: emulated ones are the client's word).
+EMULATED_KEY = "livehub.emulated_headers"
 
 
 def emulated_scope(
@@ -46,4 +49,5 @@ def emulated_scope(
             break
     if not added:
         return scope
-    return {**base, "headers": [*real, *added]}
+    names = (*base.get(EMULATED_KEY, ()), *(name for name, _ in added))
+    return {**base, "headers": [*real, *added], EMULATED_KEY: names}

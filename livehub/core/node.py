@@ -32,10 +32,20 @@ from livehub.core.control import ControlCommand, InstantControlCommand
 from livehub.core.limits import CommandLimits, ConnectionGate
 from livehub.core.maps import MapPresence, Maps
 from livehub.core.outbox import Flusher
+from livehub.core.shared_poll import SharedPoll, SharedPollHook
 from livehub.core.subscription import Subscription, fan_out
 from livehub.engines import engine_from_url
 from livehub.engines.base import Broker, HistoryOptions, PresenceManager, PublishOptions
-from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, StreamPosition
+from livehub.models import (
+    ClientInfo,
+    Credentials,
+    PresenceStats,
+    Prolongation,
+    Publication,
+    PublishGrant,
+    StreamPosition,
+    SubscribeGrant,
+)
 from livehub.protocol import protobuf
 from livehub.protocol.codec import encode_push, info_dict
 from livehub.protocol.codes import (
@@ -49,23 +59,36 @@ from livehub.protocol.codes import (
 from livehub.settings import NamespaceOptions, Settings
 
 if TYPE_CHECKING:
+    from livehub.core.proxy_hooks import ProxyHooks
     from livehub.core.session import Session
+    from livehub.protocol.commands import ConnectParams
 
 log = logging.getLogger("livehub.core.node")
 
 #: ``handler(session, data) -> result data`` for one RPC method; data is raw JSON bytes.
 RPCHandler = Callable[["Session", bytes | None], Awaitable[Any]]
 APIRPCHandler = Callable[[bytes | None], Awaitable[Any]]
-#: ``hook(session, channel, data) -> True/False``, or None when no app rule covers the channel.
-SubscribeHook = Callable[["Session", str, bytes | None], Awaitable[bool | None]]
-#: ``hook(session, channel, data) -> data to publish``, or None when no app rule covers it.
-PublishHook = Callable[["Session", str, bytes], Awaitable[bytes | None]]
+#: ``hook(session, channel, data) -> True/False`` (or a grant: True with what a subscription
+#: token would carry), or None when no app rule covers the channel.
+SubscribeHook = Callable[["Session", str, bytes | None], Awaitable[bool | SubscribeGrant | None]]
+#: ``hook(session, channel, data) -> data to publish`` (or a grant: the data and how to publish
+#: it), or None when no app rule covers it.
+PublishHook = Callable[["Session", str, bytes], Awaitable[bytes | PublishGrant | None]]
 DisconnectHook = Callable[["Session"], Awaitable[None]]
 #: ``hook(scope) -> who the connection is``: resolves a connection from its opening handshake,
 #: given as an ASGI ``websocket`` scope (every transport builds one). Credentials let it in;
 #: an Error or Disconnect refuses it through the protocol (the reply to ``connect``); None
 #: leaves the decision to tokens and the config.
 ConnectHook = Callable[[dict[str, Any]], Awaitable["Credentials | Error | Disconnect | None"]]
+#: ``hook(session, connect command) -> Credentials``, asked at ``connect`` when the client sent
+#: no token and the handshake decided nothing (the connect proxy); raises Error or Disconnect.
+ConnectCommandHook = Callable[["Session", "ConnectParams"], Awaitable[Credentials]]
+#: ``hook(session) -> Prolongation`` for an expiring connection (the refresh proxy).
+RefreshHook = Callable[["Session"], Awaitable[Prolongation]]
+#: ``hook(session, channel) -> Prolongation`` for an expiring subscription (sub_refresh proxy).
+SubRefreshHook = Callable[["Session", str], Awaitable[Prolongation]]
+#: ``handler(session, method, data) -> result data`` for RPC methods no handler serves (the RPC proxy).
+RPCFallback = Callable[["Session", str, bytes | None], Awaitable[Any]]
 
 
 class Node:
@@ -114,6 +137,16 @@ class Node:
         #: Set by ``Hub.on_connect``; every transport awaits it (:attr:`upgrade_hook`) before
         #: the session starts, or the session at the ``connect`` command.
         self.connect_hook: ConnectHook | None = None
+        #: Hooks the proxies implement (``livehub.core.proxy_hooks``, installed at start).
+        self.connect_command_hook: ConnectCommandHook | None = None
+        self.refresh_hook: RefreshHook | None = None
+        self.sub_refresh_hook: SubRefreshHook | None = None
+        self.sub_refresh_enabled: Callable[[str], bool] = lambda channel: False
+        self.rpc_proxy: RPCFallback | None = None
+        #: Polls the backend for shared poll channels (``Hub.shared_poll`` or the proxy).
+        self.shared_poll_hook: SharedPollHook | None = None
+        self.shared_poll = SharedPoll(self.settings.shared_poll, lambda: self.shared_poll_hook)
+        self.proxy_hooks: ProxyHooks | None = None
         #: Counters for dashboards: publications made through this node, and messages queued to clients.
         self.publications = 0
         self.deliveries = 0
@@ -138,6 +171,10 @@ class Node:
     # -- lifecycle
 
     async def start(self) -> None:
+        from livehub.core import proxy_hooks  # the proxies import the node's types
+
+        if self.proxy_hooks is None:
+            self.proxy_hooks = proxy_hooks.install(self)
         await self.broker.start(self)
         self.cluster.start()
         self.map_presence.start(self.settings.client.presence_update_interval)
@@ -155,6 +192,9 @@ class Node:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.drain(grace)
+        await self.shared_poll.close()
+        if self.proxy_hooks is not None:
+            await self.proxy_hooks.close()
         await self.map_presence.stop()
         await self.cluster.stop()
         await self.broker.close()
@@ -263,9 +303,11 @@ class Node:
         tags: dict[str, str] | None = None,
         idempotency_key: str = "",
         skip_history: bool = False,
+        key: str = "",
         idempotent_result_ttl: float = 300.0,
     ) -> StreamPosition:
-        """Publish raw JSON ``data``; returns the stream position (0, "" without history)."""
+        """Publish raw JSON ``data``; returns the stream position (0, "" without history).
+        ``key`` says what the publication is a value of (see the ``conflate`` channel option)."""
         opts = self.options(channel)
         if self.data_validator is not None:
             data = self.data_validator(channel, data)
@@ -283,6 +325,7 @@ class Node:
                 idempotency_key=idempotency_key,
                 idempotent_result_ttl=idempotent_result_ttl,
                 use_delta=bool(opts.allowed_delta_types),
+                key=key,
             ),
         )
         return sp
@@ -326,12 +369,14 @@ class Node:
         return register
 
     async def call_rpc(self, session: Session, method: str, data: bytes | None) -> Any:
+        handler = self.rpc_handlers.get(method)
+        if handler is not None:
+            return await handler(session, data)
+        if self.rpc_proxy is not None:
+            return await self.rpc_proxy(session, method, data)
         if not self.rpc_handlers:
             raise error_not_available()
-        handler = self.rpc_handlers.get(method)
-        if handler is None:
-            raise Error(104, "method not found")
-        return await handler(session, data)
+        raise Error(104, "method not found")
 
     # -- commands for connections on any node (used by the HTTP API and the Hub)
 

@@ -9,6 +9,13 @@ takes it without waiting — no task, no coroutine, no context switch per messag
 transport that reports its socket pushing back gets one task, which waits until it
 drains and then keeps writing until the queue is empty. A connection whose queue grows
 past its byte limit is not waited for: it is closed with 3008 (slow).
+
+Publications of a conflating channel (the ``conflate`` option) take :meth:`Outbox.put_latest`:
+while the socket takes writes they are queued like any message; while it pushes back, each
+waits in a slot of its ``(channel, key)`` instead, where a newer one replaces it. Slots are
+written after the queue, oldest first (a replaced value moves to the end), so a client sees
+each channel's offsets rise and ends with the latest value of every key; memory stays
+bounded by one message per key and ``max_keys`` keys per channel.
 """
 
 from __future__ import annotations
@@ -23,6 +30,11 @@ from livehub.protocol.codec import join_frame
 from livehub.protocol.codes import Disconnect, disconnect_slow, disconnect_write_error
 
 log = logging.getLogger("livehub.core.outbox")
+
+#: Bytes a conflating connection's socket may hold unsent (kernel and transport, each):
+#: beyond that it pushes back and conflation starts. Small, so that what a slow client
+#: reads is recent; 32 KiB still carries about 300 KB/s over a link of 100 ms.
+CONFLATING_SEND_BUFFER = 32 * 1024
 
 
 class Transport(Protocol):
@@ -94,8 +106,11 @@ class Outbox:
         "_done",
         "_waiter",
         "_closing",
+        "_latest",
+        "_keys",
         "close_with",
         "peak",
+        "conflated",
     )
 
     def __init__(
@@ -125,6 +140,12 @@ class Outbox:
         #: Set once the connection is to be closed; the close frame goes after the queue.
         self.close_with: Disconnect | None = None
         self.peak = 0
+        #: Conflated messages waiting while the socket pushes back: ``(channel, key)`` ->
+        #: the latest message, oldest first; and how many keys of each channel wait.
+        self._latest: dict[tuple[str, str], Any] = {}
+        self._keys: dict[str, int] = {}
+        #: Messages replaced by a newer one of their key before they were written.
+        self.conflated = 0
 
     def put(self, message: str | bytes) -> None:
         """Queue one message; never waits. Overflow closes the connection as slow."""
@@ -141,14 +162,53 @@ class Outbox:
         if not self._due and self._task is None:
             self._schedule()
 
+    def conflating(self) -> None:
+        """The connection subscribed to a conflating channel: keep its socket's buffers
+        small (a transport that can: ``limit_send_buffer``), so slowness shows here soon."""
+        limit = getattr(self._transport, "limit_send_buffer", None)
+        if limit is not None:
+            limit(CONFLATING_SEND_BUFFER)
+
+    def put_latest(self, channel: str, key: str, message: str | bytes, max_keys: int) -> None:
+        """Queue a publication of a conflating channel: in order while the socket takes
+        writes; while it pushes back, in the slot of its key, replacing what waits there.
+        A channel with more than ``max_keys`` keys waiting closes the connection as slow."""
+        if self.close_with is not None:
+            return
+        slot = (channel, key)
+        latest = self._latest
+        old = latest.pop(slot, None)
+        if old is not None:
+            self._size -= len(old)
+            self.conflated += 1
+        elif self._task is None and not latest:
+            self.put(message)
+            return
+        else:
+            waiting = self._keys.get(channel, 0) + 1
+            if waiting > max_keys:
+                log.info("closing slow connection: %d keys of %s waiting", waiting, channel)
+                self.close(disconnect_slow())
+                return
+            self._keys[channel] = waiting
+        latest[slot] = message  # at the end: slots stay in the order of their messages
+        self._size += len(message)
+        if self._size > self._max_size:
+            log.info("closing slow connection: %d bytes queued", self._size)
+            self.close(disconnect_slow())
+            return
+        if self._size > self.peak:
+            self.peak = self._size
+        if not self._due and self._task is None:
+            self._schedule()
+
     def close(self, disconnect: Disconnect) -> None:
         """Flush what is queued (unless the client is too slow for that), then close."""
         if self.close_with is not None or self._done:
             return
         self.close_with = disconnect
         if disconnect.code == 3008:  # slow: what is queued is dropped
-            self._queue.clear()
-            self._size = 0
+            self._drop()
             if self._task is not None:
                 # The writer may be stuck in a send the peer never takes: abandon it, close now.
                 self._task.cancel()
@@ -173,10 +233,15 @@ class Outbox:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def _drop(self) -> None:
+        self._queue.clear()
+        self._latest.clear()
+        self._keys.clear()
+        self._size = 0
+
     def abort(self) -> None:
         """The peer is gone: stop writing."""
-        self._queue.clear()
-        self._size = 0
+        self._drop()
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -186,11 +251,17 @@ class Outbox:
         self._due = True
         self._flusher.add(self)
 
+    @property
+    def _pending(self) -> bool:
+        return bool(self._queue or self._latest)
+
     def _take(self) -> str | bytes:
-        """The next frame: up to ``batch`` queued messages."""
+        """The next frame: up to ``batch`` messages, the queue's first, then the slots'."""
         queue = self._queue
-        if len(queue) <= self._batch:
+        if len(queue) < self._batch:
             batch, self._queue = queue, []
+            if self._latest:
+                self._take_latest(batch)
         else:
             batch = queue[: self._batch]
             del queue[: self._batch]
@@ -198,13 +269,25 @@ class Outbox:
             self._size -= len(message)
         return self._join(batch)
 
+    def _take_latest(self, batch: list[Any]) -> None:
+        """Move the oldest slots into ``batch`` until it is full."""
+        latest, keys = self._latest, self._keys
+        while latest and len(batch) < self._batch:
+            slot = next(iter(latest))
+            batch.append(latest.pop(slot))
+            channel = slot[0]
+            if keys[channel] == 1:
+                del keys[channel]
+            else:
+                keys[channel] -= 1
+
     def flush(self) -> None:
         """Write what is queued now, while the transport takes it without waiting."""
         self._due = False
         if self._task is not None or self._done:
             return
         try:
-            while self._queue:
+            while self._pending:
                 if not self._transport.write(self._take()):
                     self._task = asyncio.get_running_loop().create_task(self._drain())
                     return
@@ -221,7 +304,7 @@ class Outbox:
         try:
             while True:
                 await transport.drained()
-                while self._queue:
+                while self._pending:
                     if not transport.write(self._take()):
                         break
                 else:
@@ -255,8 +338,7 @@ class Outbox:
     def _failed(self, exc: Exception) -> None:
         """The socket broke under us: nothing more can be said to the peer."""
         log.debug("write failed: %r", exc)
-        self._queue.clear()
-        self._size = 0
+        self._drop()
         if self.close_with is None:
             self.close_with = disconnect_write_error()
         self._finish()

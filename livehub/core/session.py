@@ -30,7 +30,14 @@ from livehub.core.outbox import Outbox, Transport
 from livehub.core.subscribe import SubscribeOptions, subscribe
 from livehub.core.subscription import Subscription, release
 from livehub.engines.base import EngineUnavailable, HistoryOptions
-from livehub.models import ClientInfo, Credentials, StreamPosition
+from livehub.models import (
+    ClientInfo,
+    Credentials,
+    Prolongation,
+    PublishGrant,
+    StreamPosition,
+    SubscribeGrant,
+)
 from livehub.protocol import codes
 from livehub.protocol.codec import info_dict
 from livehub.protocol.codec import publication_dict as pub_dict
@@ -38,6 +45,9 @@ from livehub.protocol.codes import Disconnect, Error
 from livehub.protocol.commands import (
     FLAG_REJECT_UNRECOVERED,
     PUBLISH_TYPE_MAP,
+    SUB_REFRESH_TRACK,
+    SUB_REFRESH_UNTRACK,
+    SUBSCRIPTION_TYPE_SHARED_POLL,
     ChannelParams,
     ClientCommand,
     ConnectParams,
@@ -81,7 +91,7 @@ class Session:
     __slots__ = (
         "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "state",
         "credentials", "scope", "handle", "encoding", "_expires_at", "_clock", "_timers", "_tasks", "_joins",
-        "_limiter", "map_loading", "unidirectional", "transport_name",
+        "_limiter", "meta", "map_loading", "unidirectional", "transport_name",
     )  # fmt: skip
 
     def __init__(
@@ -102,6 +112,8 @@ class Session:
         self.id = str(uuid.uuid4())
         self.user = ""
         self.conn_info: bytes | None = None
+        #: The server's data about the connection, never sent to it (the connect proxy's ``meta``).
+        self.meta: bytes | None = None
         self.name = ""
         self.subs: dict[str, Subscription] = {}
         #: JSON or Protobuf, negotiated at the handshake: every reply and push is encoded with it.
@@ -237,16 +249,48 @@ class Session:
         self.disconnect(codes.disconnect_no_pong())
 
     def _on_expired(self) -> None:
-        if self._expires_at and self._expires_at <= self._clock.time():
+        if not self._expires_at:
+            return
+        remaining = self._expires_at - self._clock.time()
+        if self.node.refresh_hook is not None:  # the refresh proxy is asked at the expiry itself
+            if remaining > 0:
+                self._timer("expire", remaining, self._on_expired)
+            else:
+                self._spawn(self._refresh_by_hook())
+            return
+        if remaining <= 0:
             self.disconnect(codes.disconnect_expired())
 
-    def _set_expiry(self, expires_at: int) -> dict[str, Any]:
+    async def _refresh_by_hook(self) -> None:
+        """The refresh proxy decides whether an expiring connection goes on (the client is not asked)."""
+        hook = self.node.refresh_hook
+        assert hook is not None
+        try:
+            answer = await hook(self)
+        except Disconnect as exc:
+            self.disconnect(exc)
+            return
+        except Error as exc:
+            log.info("client %s: refresh hook failed (%d): retrying later", self.id, exc.code)
+            self._timer("expire", 10.0, self._on_expired)
+            return
+        if answer.expired or 0 < answer.expire_at <= self._clock.time():
+            self.disconnect(codes.disconnect_expired())
+            return
+        if answer.info is not None:
+            self.conn_info = answer.info
+        self._set_expiry(answer.expire_at, grace=False)
+
+    def _set_expiry(self, expires_at: int, grace: bool = True) -> dict[str, Any]:
         self._expires_at = expires_at
         if not expires_at:
             self._timer("expire", 0, None)
             return {}
         ttl = max(0, expires_at - int(self._clock.time()))
-        self._timer("expire", ttl + self.cfg.expired_close_delay, self._on_expired)
+        if self.node.refresh_hook is not None:  # the server refreshes: nothing for the client to do
+            self._timer("expire", ttl, self._on_expired)
+            return {}
+        self._timer("expire", ttl + (self.cfg.expired_close_delay if grace else 0), self._on_expired)
         return {"expires": True, "ttl": ttl}
 
     def lost_position(self, channel: str) -> None:
@@ -374,6 +418,7 @@ class Session:
                 self.credentials = await hook(self.scope or {})
             except (Error, Disconnect) as exc:
                 self.credentials = exc
+        creds: Credentials | None = None
         if req.token:
             if not node.connect_verifier.enabled:
                 raise codes.disconnect_invalid_token()
@@ -395,9 +440,13 @@ class Session:
             )
         elif isinstance(self.credentials, Error | Disconnect):
             raise dataclasses.replace(self.credentials)  # a fresh instance: no traceback kept
-        elif self.credentials is not None:
+        elif self.credentials is not None or node.connect_command_hook is not None:
             creds = self.credentials
+            if creds is None and node.connect_command_hook is not None:
+                creds = self.credentials = await node.connect_command_hook(self, req)
+            assert creds is not None
             self.user, self.conn_info, expires_at = creds.user, creds.info, creds.expire_at
+            self.meta = creds.meta
             channels = list(creds.channels)
         elif not (cfg.insecure or cfg.allow_anonymous_connect_without_token):
             raise codes.disconnect_bad_request()
@@ -423,6 +472,8 @@ class Session:
         if self.unidirectional:
             result["session"] = str(uuid.uuid4())
         result.update(self._set_expiry(expires_at))
+        if isinstance(self.credentials, Credentials) and self.credentials.data is not None:
+            result["data"] = orjson.Fragment(self.credentials.data)
         subs: dict[str, Any] = {}
         for channel in channels:
             opts = node.rules.options(channel)
@@ -430,6 +481,9 @@ class Session:
             params = SubscribeOptions(
                 recover=recovery.recover, offset=recovery.offset, epoch=recovery.epoch, join_leave=True
             )
+            grant = creds.grants.get(channel) if creds is not None else None
+            if grant is not None:
+                params.info, params.data, params.expires_at = grant.info, grant.data, grant.expire_at
             subs[channel] = await self._subscribe(channel, opts, params)
             if opts.join_leave:
                 self._joins.append(channel)
@@ -460,6 +514,8 @@ class Session:
         if len(self.subs) + len(self.map_loading) >= self.cfg.channel_limit:
             raise codes.error_limit_exceeded()
         params = await self.authorize_subscribe(req, opts)
+        if opts.subscription_type == "shared_poll":
+            return self._subscribe_shared_poll(channel, opts, params), False
         result = await self._subscribe(channel, opts, params)
         return result, opts.join_leave
 
@@ -488,6 +544,8 @@ class Session:
             allowed = await hook(self, channel, req.data) if hook is not None else None
             if not (allowed or (allowed is None and self._may_subscribe(channel, opts))):
                 raise codes.error_permission_denied()
+            if isinstance(allowed, SubscribeGrant):
+                params.info, params.data, params.expires_at = allowed.info, allowed.data, allowed.expire_at
         return params
 
     async def _subscribe_map(self, req: SubscribeParams) -> tuple[dict[str, Any], bool]:
@@ -517,6 +575,21 @@ class Session:
         if opts.join_leave:
             await self._publish_join(channel)
 
+    def _subscribe_shared_poll(
+        self, channel: str, opts: NamespaceOptions, params: SubscribeOptions
+    ) -> dict[str, Any]:
+        """A shared poll subscription: no stream; its keys are tracked with ``sub_refresh``."""
+        sub = Subscription(channel, params.info, False, False, self.encoding.binary)
+        self.subs[channel] = sub
+        epoch = self.node.shared_poll.subscribe(self, channel, opts)
+        result: dict[str, Any] = {"type": SUBSCRIPTION_TYPE_SHARED_POLL}
+        if epoch:
+            result["epoch"] = epoch
+        if params.data is not None:
+            result["data"] = orjson.Fragment(params.data)
+        result.update(self._set_sub_expiry(sub, params.expires_at))
+        return result
+
     def _may_subscribe(self, channel: str, opts: NamespaceOptions) -> bool:
         rules = self.node.rules
         if rules.is_private(channel):
@@ -533,9 +606,13 @@ class Session:
     ) -> dict[str, Any]:
         if opts.is_map:  # a map is loaded by the client, page by page: no server-side subscription
             raise codes.error_not_available()
-        delta = params.delta == "fossil" and "fossil" in opts.allowed_delta_types
+        # a conflating channel sends no deltas: its slow subscribers skip publications
+        delta = params.delta == "fossil" and "fossil" in opts.allowed_delta_types and not opts.conflate
         join_leave = opts.force_push_join_leave or params.join_leave
-        sub = Subscription(channel, params.info, join_leave, delta, self.encoding.binary)
+        conflate = opts.conflate_max_keys if opts.conflate else 0
+        if conflate:
+            self.outbox.conflating()
+        sub = Subscription(channel, params.info, join_leave, delta, self.encoding.binary, conflate)
         self.subs[channel] = sub
         try:
             await self.node.add_subscriber(channel, self, sub)
@@ -559,7 +636,32 @@ class Session:
             release(self, sub)
 
     def _expire_subscription(self, channel: str) -> None:
+        if self.node.sub_refresh_hook is not None and self.node.sub_refresh_enabled(channel):
+            self._spawn(self._sub_refresh_by_hook(channel))
+            return
         self._spawn(self._unsubscribe_push(channel, codes.unsubscribe_expired()))
+
+    async def _sub_refresh_by_hook(self, channel: str) -> None:
+        """The sub_refresh proxy decides whether an expiring subscription goes on."""
+        hook, sub = self.node.sub_refresh_hook, self.subs.get(channel)
+        if hook is None or sub is None:
+            return
+        try:
+            answer = await hook(self, channel)
+        except Disconnect as exc:
+            self.disconnect(exc)
+            return
+        except Error as exc:
+            log.info("client %s: sub_refresh hook failed for %s (%d)", self.id, channel, exc.code)
+            answer = Prolongation(expired=True)
+        if self.subs.get(channel) is not sub:
+            return
+        if answer.expired or 0 < answer.expire_at <= self._clock.time():
+            await self._unsubscribe_push(channel, codes.unsubscribe_expired())
+            return
+        if answer.info is not None:
+            sub.info = answer.info
+        self._set_sub_expiry(sub, answer.expire_at, grace=False)
 
     async def _unsubscribe_push(self, channel: str, reason: codes.Unsubscribe) -> None:
         if channel in self.subs and not self.closed:
@@ -573,6 +675,7 @@ class Session:
             return
         sub.set_expiry(None)
         node = self.node
+        node.shared_poll.unsubscribe(self, channel)
         await node.remove_subscriber(channel, self)
         opts = node.rules.options(channel)
         if opts.map_clients_presence_channel_prefix or (
@@ -624,8 +727,8 @@ class Session:
             return await self._map_publish(req)
         opts = self.node.rules.options(req.channel)
         hook = self.node.publish_hook
-        data = await hook(self, req.channel, req.data) if hook is not None else None
-        if data is None:
+        allowed = await hook(self, req.channel, req.data) if hook is not None else None
+        if allowed is None:
             if not self._allowed(
                 req.channel,
                 opts.allow_publish_for_client,
@@ -633,8 +736,16 @@ class Session:
                 opts.allow_publish_for_anonymous,
             ):
                 raise codes.error_permission_denied()
-            data = req.data
-        await self.node.publish(req.channel, data, info=self.info(self.subs.get(req.channel)))
+            allowed = req.data
+        grant = allowed if isinstance(allowed, PublishGrant) else PublishGrant(allowed)
+        await self.node.publish(
+            req.channel,
+            grant.data,
+            info=self.info(self.subs.get(req.channel)),
+            tags=grant.tags,
+            idempotency_key=grant.idempotency_key,
+            skip_history=grant.skip_history,
+        )
         return {}
 
     async def _map_publish(self, req: PublishParams) -> dict[str, Any]:
@@ -742,6 +853,16 @@ class Session:
         sub = self.subs.get(req.channel)
         if sub is None:
             raise codes.error_permission_denied()
+        if req.type == SUB_REFRESH_TRACK:
+            if req.untrack:
+                self.node.shared_poll.untrack(self, req.channel, list(req.untrack))
+            expiry = self.node.shared_poll.track(self, req.channel, req.track)
+            if not expiry:
+                return {}
+            return {"expires": True, "ttl": max(1, expiry - int(time.time()))}
+        if req.type == SUB_REFRESH_UNTRACK:
+            self.node.shared_poll.untrack(self, req.channel, list(req.untrack))
+            return {}
         if not req.token:
             raise codes.error_bad_request()
         await self.node.subscribe_verifier.prepare(req.token)
@@ -764,16 +885,18 @@ class Session:
     def set_sub_expiry(self, sub: Subscription, expires_at: int) -> dict[str, Any]:
         return self._set_sub_expiry(sub, expires_at)
 
-    def _set_sub_expiry(self, sub: Subscription, expires_at: int) -> dict[str, Any]:
-        """Unsubscribe (2501, the SDK resubscribes with a new token) if not refreshed in time."""
+    def _set_sub_expiry(self, sub: Subscription, expires_at: int, grace: bool = True) -> dict[str, Any]:
+        """Unsubscribe (2501, the SDK resubscribes with a new token) if not refreshed in time;
+        with a sub_refresh proxy for the channel, the proxy is asked instead (at the expiry)."""
         if not expires_at:
             sub.set_expiry(None)
             return {}
         ttl = max(0, expires_at - int(self._clock.time()))
-        delay = ttl + self.cfg.expired_close_delay
         channel = sub.channel
+        by_proxy = self.node.sub_refresh_hook is not None and self.node.sub_refresh_enabled(channel)
+        delay = ttl + (self.cfg.expired_close_delay if grace and not by_proxy else 0)
         sub.set_expiry(self._clock.call_later(delay, lambda: self._expire_subscription(channel)))
-        return {"expires": True, "ttl": ttl}
+        return {} if by_proxy else {"expires": True, "ttl": ttl}
 
     # -- server-side control (used by the server API)
 

@@ -23,6 +23,12 @@ fields, ``free`` (LIVE without a position: it takes everything) and ``next`` (LI
 position: the offset the next publication of its epoch must have; -1 otherwise). A
 publication they let through is one :func:`decide` delivers (tests/test_subscription.py
 checks that it always is); any other is given to :func:`decide`.
+
+On a conflating channel (the ``conflate`` option) what :func:`decide` delivers is handed to
+the outbox as the latest value of its key (``Outbox.put_latest``): whether the client gets
+every publication or only the latest of each key is the outbox's delivery policy, decided
+by how fast the socket takes writes, not here. The position kept here is what fan-out has
+handed over, so a skipped publication is never a gap.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ if TYPE_CHECKING:
 
 class Queue(Protocol):
     def put(self, message: str | bytes) -> None: ...
+
+    def put_latest(self, channel: str, key: str, message: str | bytes, max_keys: int) -> None: ...
 
 
 class Subscriber(Protocol):
@@ -122,11 +130,18 @@ class Subscription:
         "delta_ready",
         "pending",
         "expiry",
+        "conflate",
         "tags_filter",
     )
 
     def __init__(
-        self, channel: str, info: bytes | None, join_leave: bool, delta: bool, binary: bool = False
+        self,
+        channel: str,
+        info: bytes | None,
+        join_leave: bool,
+        delta: bool,
+        binary: bool = False,
+        conflate: int = 0,
     ) -> None:
         self.channel = channel
         self.info = info
@@ -152,6 +167,9 @@ class Subscription:
         #: ``(publication, epoch)`` arriving while SUBSCRIBING, in order.
         self.pending: list[tuple[Publication, str]] = []
         self.expiry: Timer | None = None
+        #: The channel conflates (0: it does not): a subscriber its socket cannot keep up
+        #: with gets the latest publication of each key, of at most this many keys at once.
+        self.conflate = conflate
         #: Only publications whose tags it matches are sent (the client's ``tf``).
         self.tags_filter: FilterNode | None = None
 
@@ -260,6 +278,7 @@ def fan_out(
                 elif verdict is Verdict.LOST:
                     session.lost_position(channel)
                 continue
+        message: str | bytes
         if sub.binary:  # Protobuf: data as raw bytes, in full or as a delta
             message = b""
             if sub.delta:
@@ -272,23 +291,25 @@ def fan_out(
                 if binary is None:
                     binary = protobuf.encode_publication(channel, pub)
                 message = binary
-            session.outbox.put(message)
         elif sub.delta:
-            frame = ""
+            message = ""
             if sub.delta_ready and prev is not None and prev.offset == sub.offset:
                 if delta is None:
                     delta = delta_frame(channel, prev, pub)
-                frame = delta
-            if not frame:
+                message = delta
+            if not message:
                 if full is None:  # data a Protobuf client published may not be UTF-8
                     full = encode_publication(channel, pub, pub.data.decode("utf-8", "replace"))
-                frame = full
+                message = full
                 sub.delta_ready = True
-            session.outbox.put(frame)
         else:
             if plain is None:
                 plain = encode_publication(channel, pub)
-            session.outbox.put(plain)
+            message = plain
+        if sub.conflate:  # no deltas here: the client may not hold the previous publication
+            session.outbox.put_latest(channel, pub.key, message, sub.conflate)
+        else:
+            session.outbox.put(message)
         if sub.free:
             sub.offset = offset
         elif offset:
@@ -330,7 +351,10 @@ def fan_out_map(
         message = forms.get(form)
         if message is None:
             message = forms[form] = _map_frame(channel, pub, prev, sub.binary, sub.delta)
-        session.outbox.put(message)
+        if sub.conflate:  # a keyed publication of a conflating stream channel
+            session.outbox.put_latest(channel, pub.key, message, sub.conflate)
+        else:
+            session.outbox.put(message)
 
 
 def _map_frame(

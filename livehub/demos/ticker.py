@@ -1,9 +1,12 @@
-"""Streaming ticker: 20 symbols, each updated 10 times a second, on one channel ``ticker``.
+"""Streaming ticker: 20 symbols, each updated 10 times a second, on one channel ``ticker:prices``.
 
 Ticks are published without history (a missed price is worthless once the next one is
 out); a new viewer asks for the ``ticker.snapshot`` RPC instead and so starts with every
-price at once. The page coalesces: it keeps the latest tick per symbol and renders once
-per animation frame, so a slow device shows the latest prices instead of a backlog.
+price at once. The channel conflates, each tick keyed by its symbol: a viewer whose
+connection cannot take 200 ticks a second gets the latest price of every symbol at the
+rate it can, instead of a backlog (and instead of being disconnected as slow). The page
+coalesces too: it keeps the latest tick per symbol and renders once per animation frame,
+so a slow device shows the latest prices as well.
 The page is ``static/ticker.js``.
 """
 
@@ -19,7 +22,7 @@ from pydantic import BaseModel
 from livehub import Client, Hub
 from livehub.demos.common import every, server_only, watched
 
-CHANNEL = "ticker"
+CHANNEL = "ticker:prices"
 SYMBOLS = (
     "AAPL MSFT GOOG AMZN NVDA META TSLA NFLX ADBE ORCL INTC AMD IBM CSCO CRM UBER SHOP SQ PYPL SNOW"
 ).split()
@@ -60,14 +63,16 @@ class Market:
             tick = self.ticks[symbol] = Tick(
                 symbol=symbol, price=price, change=change, seq=self.seq, time=now
             )
-            await self.hub.publish(CHANNEL, tick, skip_history=True)
+            await self.hub.publish(CHANNEL, tick, skip_history=True, key=symbol)
 
     def snapshot(self) -> Snapshot:
         return Snapshot(ticks=list(self.ticks.values()), updates_per_second=len(SYMBOLS) * TICKS_PER_SECOND)
 
 
 def setup(hub: Hub) -> list[Callable[[], Coroutine[Any, Any, None]]]:
-    hub.channel(CHANNEL, model=Tick, description="Price ticks, 200 a second")
+    # its own namespace: conflation (the latest tick of each symbol for a slow connection)
+    # is for ticks, not for the chat's messages at the top level
+    hub.channel(CHANNEL, model=Tick, description="Price ticks, 200 a second", presence=True, conflate=True)
     market = Market(hub)
 
     @hub.on_publish(CHANNEL)

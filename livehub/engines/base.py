@@ -76,6 +76,8 @@ class PublishOptions:
     idempotent_result_ttl: float = 300.0
     #: Ask the broker for the previous publication, so the node can send fossil deltas.
     use_delta: bool = False
+    #: The publication's key (``Publication.key``).
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,13 +102,13 @@ class MemoryBroker:
             if opts.use_delta and stream.items:
                 prev = stream.items[-1][1]
             stream.top += 1
-            pub = Publication(data, stream.top, opts.info, opts.tags, stamp)
+            pub = Publication(data, stream.top, opts.info, opts.tags, stamp, opts.key)
             stream.items.append((now + opts.history_ttl, pub))
             while len(stream.items) > opts.history_size:
                 stream.items.popleft()
             sp = StreamPosition(stream.top, stream.epoch)
         else:
-            pub = Publication(data, 0, opts.info, opts.tags, stamp)
+            pub = Publication(data, 0, opts.info, opts.tags, stamp, opts.key)
             sp = StreamPosition(0, "")
             if opts.use_delta:
                 prev = self._last.get(channel)

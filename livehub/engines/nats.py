@@ -441,7 +441,7 @@ class NatsBroker(NoMaps):
                 cached = await self._idempotent_result(idem_key)
                 if cached is not None:
                     return cached, True
-            blob = encode_publication(Publication(data, 0, opts.info, opts.tags, now_ms()))
+            blob = encode_publication(Publication(data, 0, opts.info, opts.tags, now_ms(), opts.key))
             delta = "1" if opts.use_delta else "0"
             if opts.history_size > 0 and opts.history_ttl > 0:
                 sp = await self._append(js, channel, blob, delta, opts)

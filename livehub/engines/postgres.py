@@ -410,6 +410,8 @@ class Listener:
                 raise ConnectionError("LISTEN connection closed")
             except LISTEN_ERRORS as exc:
                 log.warning("postgresql %s: LISTEN connection lost: %r", channel, exc)
+            except Exception:  # a bug must not end the LISTEN connection for good
+                log.exception("postgresql %s: LISTEN connection failed", channel)
             finally:
                 self._up.clear()
                 self._tried.set()
@@ -477,7 +479,9 @@ class PostgresBroker(NoMaps):
 
     async def publish(self, channel: str, data: bytes, opts: PublishOptions) -> tuple[StreamPosition, bool]:
         history = opts.history_size > 0 and opts.history_ttl > 0
-        blob = encode_publication(Publication(data, 0, opts.info, opts.tags, int(time.time() * 1000)))
+        blob = encode_publication(
+            Publication(data, 0, opts.info, opts.tags, int(time.time() * 1000), opts.key)
+        )
         rows = await self._db.fetch(
             f"SELECT * FROM {self._p}_publish($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             channel,

@@ -385,7 +385,9 @@ class RedisBroker:
 
     async def publish(self, channel: str, data: bytes, opts: PublishOptions) -> tuple[StreamPosition, bool]:
         history = opts.history_size > 0 and opts.history_ttl > 0
-        blob = encode_publication(Publication(data, 0, opts.info, opts.tags, int(time.time() * 1000)))
+        blob = encode_publication(
+            Publication(data, 0, opts.info, opts.tags, int(time.time() * 1000), opts.key)
+        )
         meta = self._keys.meta(channel)
         result = self._keys.result(channel, opts.idempotency_key) if opts.idempotency_key else meta
         reply = await self._shards[self._shard(channel)].script(

@@ -8,8 +8,8 @@ encoded JSON and are copied as raw bytes, never re-serialised.
 
 Layout (all integers big-endian; ``bytes`` = u32 length + that many bytes)::
 
-    publication := u8 version (=1) | u8 flags (bit 0: has info) | u64 time (unix ms)
-                   | bytes data | [info] | u32 tag count | (bytes key, bytes value)*
+    publication := u8 version (=1) | u8 flags (bit 0: has info, bit 1: has key) | u64 time (unix ms)
+                   | bytes data | [info] | u32 tag count | (bytes key, bytes value)* | [bytes pub key]
     info        := u8 flags (bit 0: conn_info, bit 1: chan_info) | bytes user | bytes client
                    | [bytes conn_info] | [bytes chan_info]
 
@@ -45,13 +45,16 @@ def _put_info(out: list[bytes], info: ClientInfo) -> None:
 
 
 def encode_publication(pub: Publication) -> bytes:
-    out = [_HEAD.pack(VERSION, pub.info is not None, pub.time), _U32.pack(len(pub.data)), pub.data]
+    flags = (pub.info is not None) | bool(pub.key) << 1
+    out = [_HEAD.pack(VERSION, flags, pub.time), _U32.pack(len(pub.data)), pub.data]
     if pub.info is not None:
         _put_info(out, pub.info)
     out.append(_U32.pack(len(pub.tags)))
     for key, value in pub.tags.items():
         _put(out, key.encode())
         _put(out, value.encode())
+    if pub.key:
+        _put(out, pub.key.encode())
     return b"".join(out)
 
 
@@ -111,8 +114,9 @@ def decode_publication(blob: bytes, offset: int) -> Publication:
     for _ in range(count):
         key = reader.text()
         tags[key] = reader.text()
+    pub_key = reader.text() if flags & 2 else ""
     reader.done()
-    return Publication(data, offset, info, tags, stamp)
+    return Publication(data, offset, info, tags, stamp, pub_key)
 
 
 def decode_info(blob: bytes) -> ClientInfo:

@@ -169,13 +169,13 @@ class SubscribeParams:
 
     def type_refusal(self, namespace_type: str) -> Error | None:
         """The error for a subscription type the channel's namespace is not (None when it
-        is), as Centrifugo answers: 108 for shared poll (not served), 103 otherwise -- rather
+        is), as Centrifugo answers: 108 for shared poll elsewhere, 103 otherwise -- rather
         than serving a stream to a client expecting a map, or a map to a stream client."""
+        if SUBSCRIPTION_TYPE_NAMES.get(self.type) == (namespace_type or "stream"):
+            return None
         if self.type == SUBSCRIPTION_TYPE_SHARED_POLL:
             return error_not_available()
-        if SUBSCRIPTION_TYPE_NAMES.get(self.type) != (namespace_type or "stream"):
-            return error_permission_denied()
-        return None
+        return error_permission_denied()
 
     @classmethod
     def parse(cls, p: dict[str, Any]) -> SubscribeParams:
@@ -281,10 +281,42 @@ class RefreshParams:
 class SubRefreshParams:
     channel: str
     token: str
+    #: 0: a subscription token refresh; shared poll: track (1) or untrack (2) keys.
+    type: int = 0
+    #: Track: signed batches, each ``(signature, [(key, version), ...])``.
+    track: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
+    untrack: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, p: dict[str, Any]) -> SubRefreshParams:
-        return cls(_str(p, "channel"), _str(p, "token"))
+        batches = []
+        for batch in _list(p, "track"):
+            if not isinstance(batch, dict):
+                raise disconnect_bad_request()
+            items = []
+            for item in _list(batch, "items"):
+                if not isinstance(item, dict):
+                    raise disconnect_bad_request()
+                items.append((_str(item, "key"), _int(item, "version")))
+            batches.append((_str(batch, "signature"), tuple(items)))
+        untrack = _list(p, "untrack")
+        if not all(isinstance(k, str) for k in untrack):
+            raise disconnect_bad_request()
+        return cls(_str(p, "channel"), _str(p, "token"), _int(p, "type"), tuple(batches), tuple(untrack))
+
+
+#: ``sub_refresh`` types of shared poll subscriptions.
+SUB_REFRESH_TRACK = 1
+SUB_REFRESH_UNTRACK = 2
+
+
+def _list(params: dict[str, Any], key: str) -> list[Any]:
+    value = params.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise disconnect_bad_request()
+    return value
 
 
 Request = (

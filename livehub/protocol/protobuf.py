@@ -104,6 +104,8 @@ PUBLICATION: Schema = {
     "channel": (10, _STRING, None),
     "key": (11, _STRING, None),
     "removed": (12, _BOOL, None),
+    "epoch": (14, _STRING, None),
+    "version": (16, _VARINT, None),
 }
 SUBSCRIBE_RESULT: Schema = {
     "expires": (1, _BOOL, None),
@@ -200,7 +202,11 @@ REPLY: Schema = {
             "ttl": (4, _VARINT, None),
         },
     ),
-    "sub_refresh": (15, _MESSAGE, _EXPIRES),
+    "sub_refresh": (
+        15,
+        _MESSAGE,
+        {"expires": (1, _BOOL, None), "ttl": (2, _VARINT, None), "items": (3, _REPEATED, PUBLICATION)},
+    ),
 }
 
 
@@ -468,6 +474,30 @@ def _publish(f: _Fields) -> PublishParams:
     return PublishParams(_str(f, 1), _bytes(f, 2) or b"null", _int32(f, 3), _str(f, 4), _bool(f, 5))
 
 
+def _sub_refresh(f: _Fields) -> SubRefreshParams:
+    batches = []
+    for raw in f.get(4, ()):
+        if not isinstance(raw, bytes):
+            raise disconnect_bad_request()
+        batch = _fields(raw)
+        items = []
+        for raw_item in batch.get(2, ()):
+            if not isinstance(raw_item, bytes):
+                raise disconnect_bad_request()
+            item = _fields(raw_item)
+            items.append((_str(item, 1), _int(item, 2)))
+        batches.append((_str(batch, 1), tuple(items)))
+    untrack = []
+    for raw in f.get(5, ()):
+        if not isinstance(raw, bytes):
+            raise disconnect_bad_request()
+        try:
+            untrack.append(raw.decode())
+        except UnicodeDecodeError:
+            raise disconnect_bad_request() from None
+    return SubRefreshParams(_str(f, 1), _str(f, 2), _int32(f, 3), tuple(batches), tuple(untrack))
+
+
 def _history(f: _Fields) -> HistoryParams:
     since = None
     if _last(f, 8) is not None:
@@ -488,7 +518,7 @@ _PARSERS: dict[int, tuple[str, Any]] = {
     12: ("send", lambda f: SendParams(_bytes(f, 1))),
     13: ("rpc", lambda f: RPCParams(_str(f, 2), _bytes(f, 1))),
     14: ("refresh", lambda f: RefreshParams(_str(f, 1))),
-    15: ("sub_refresh", lambda f: SubRefreshParams(_str(f, 1), _str(f, 2))),
+    15: ("sub_refresh", _sub_refresh),
 }
 
 

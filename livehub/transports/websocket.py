@@ -29,8 +29,10 @@ with 3008 by its outbox, as on every other path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import socket
 import weakref
 from collections.abc import Callable
 from typing import Any, cast
@@ -357,8 +359,9 @@ class ClientConnection(asyncio.Protocol):
             if frame is not None:
                 self._uni = _UNI_DONE
                 self._inbox = [frame]  # handled once the session exists (_accept)
-        if hook is None:
-            scope = self._scope(request, offered) if node.connect_hook is not None else None
+        if hook is None:  # the handshake's scope if proxies may forward its headers, or the hook awaits
+            wanted = node.proxy_hooks is not None or node.connect_hook is not None
+            scope = self._scope(request, offered) if wanted else None
             self._accept(key, subprotocol, encoding, None, scope)
             return
         self._pause(_HOOK)
@@ -593,6 +596,18 @@ class ClientConnection(asyncio.Protocol):
             self._parser = None
             self._pause(_FLOODED)
         self._set_timer(CLOSE_TIMEOUT, self._transport.abort)
+
+    def limit_send_buffer(self, size: int) -> None:
+        """Keep at most about ``size`` bytes in the kernel's send buffer (its autotuning
+        off) and in the transport's, so that a slow client's socket pushes back before a
+        backlog builds there (a conflating channel's subscriber: ``Outbox.put_latest``)."""
+        if self._transport is None:
+            return
+        self._transport.set_write_buffer_limits(high=size)
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     def write_buffer_size(self) -> int:
         """Bytes written to this connection that its socket has not taken yet."""

@@ -303,13 +303,14 @@ class BrokerContract:
     async def test_publication_fields_are_kept(self, engine: Engine) -> None:
         ch = channel_name()
         info = ClientInfo("42", "c1", b'{"name":"A"}', b'{"role":"x"}')
-        opts = PublishOptions(history_size=10, history_ttl=300.0, info=info, tags={"k": "v"})
+        opts = PublishOptions(history_size=10, history_ttl=300.0, info=info, tags={"k": "v"}, key="AAPL")
         await engine.broker.publish(ch, b'{"text":"hi"}', opts)
         [pub], _ = await engine.broker.history(ch, ALL)
         assert pub.data == b'{"text":"hi"}'
         assert pub.offset == 1
         assert pub.info == info
         assert pub.tags == {"k": "v"}
+        assert pub.key == "AAPL"
         assert abs(pub.time - time.time() * 1000) < 60_000
 
     async def test_history_on_a_channel_without_stream_creates_one(self, engine: Engine) -> None:
@@ -478,10 +479,10 @@ class BrokerContract:
         ch = channel_name()
         await engine.broker.subscribe(ch)
         info = ClientInfo("7", "c7", b'{"a":1}')
-        await engine.broker.publish(ch, b"1", PublishOptions(info=info, tags={"t": "1"}))
+        await engine.broker.publish(ch, b"1", PublishOptions(info=info, tags={"t": "1"}, key="k"))
         await engine.handler.wait_count(ch, 1)
         [pub] = engine.handler.pubs(ch)
-        assert pub.info == info and pub.tags == {"t": "1"}
+        assert pub.info == info and pub.tags == {"t": "1"} and pub.key == "k"
 
     async def test_only_subscribed_channels_are_delivered(self, engine: Engine) -> None:
         watched, other = channel_name(), channel_name()

@@ -77,7 +77,7 @@ function sparkline(canvas, values, color) {
   ctx.stroke();
 }
 
-const sub = client.newSubscription("ticker");
+const sub = client.newSubscription("ticker:prices");
 sub.on("subscribed", async () => {
   const { data } = await client.rpc("ticker.snapshot", {});
   data.ticks.forEach(take);
