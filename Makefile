@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The official centrifuge SDK, bundled for the demo pages (built, never committed)
 BUNDLE := livehub/demos/static/vendor/centrifuge.js
 
-.PHONY: run test lint check unit peers browser frontend install clean dist docs js-suite
+.PHONY: run test lint check unit peers browser frontend install clean dist docs js-suite chaos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -80,6 +80,20 @@ bench: $(STAMP)
 	$(BIN)/python -c 'import picows, uvloop, matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
 	bash scripts/npm_ci.sh bench/servers || echo "bench: no Node.js/npm: the node_ws anchor will be skipped"
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+## Chaos and soak figures (bench/chaos_*.py; docs/chaos.md), each under the shared heavy lock. ~45 min;
+## CHAOS_QUICK=1: small sizes, ~8 min. SOAK_MINUTES=60 for the one-hour soak.
+CHAOS_LOCK = flock /tmp/livehub-heavy.lock
+SOAK_MINUTES ?= 15
+.PHONY: chaos
+chaos: $(STAMP)
+	$(BIN)/python -c 'import picows, uvloop' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
+	$(CHAOS_LOCK) $(BIN)/python bench/chaos_storm.py --clients $(if $(CHAOS_QUICK),2000,10000) --runs 3
+	$(CHAOS_LOCK) $(BIN)/python bench/chaos_restart.py --broker redis --runs 3
+	$(CHAOS_LOCK) $(BIN)/python bench/chaos_restart.py --broker nats --runs 3
+	$(CHAOS_LOCK) $(BIN)/python bench/chaos_flood.py --runs 3
+	$(CHAOS_LOCK) $(BIN)/python bench/chaos_connections.py $(if $(CHAOS_QUICK),--conns 5000 --minutes 1,--conns 50000 --minutes 10)
+	$(CHAOS_LOCK) $(BIN)/python bench/chaos_soak.py --minutes $(if $(CHAOS_QUICK),2,$(SOAK_MINUTES))
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

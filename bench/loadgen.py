@@ -360,7 +360,10 @@ if picows is not None:
                     data, self.parts = b"".join(self.parts), None
                     self.conn.received(data)
             elif kind == picows.WSMsgType.CLOSE:
-                transport.send_close(frame.get_close_code())
+                code = frame.get_close_code()
+                codes = self.conn.gen.close_codes
+                codes[code] = codes.get(code, 0) + 1
+                transport.send_close(code)
                 transport.disconnect()
 
         def on_ws_disconnected(self, transport: Any) -> None:
@@ -441,6 +444,8 @@ class LoadGen:
         self.loop = asyncio.get_running_loop()
         self.proto: Raw | Centrifugo = Centrifugo(a) if a.proto == "centrifugo" else Raw(a)
         self.disconnects = 0
+        #: Close codes the server sent (picows client), by code.
+        self.close_codes: dict[int, int] = {}
         self.connect_errors = 0
         self.error_sample: str | None = None
         self.sources = [f"127.0.0.{i}" for i in range(1, a.src_ips + 1)] if a.src_ips > 1 else [None]
@@ -509,6 +514,8 @@ class LoadGen:
 
     def counters(self) -> dict[str, Any]:
         out: dict[str, Any] = {"disconnects": self.disconnects, "connect_errors": self.connect_errors}
+        if self.close_codes:
+            out["close_codes"] = {str(k): v for k, v in sorted(self.close_codes.items())}
         if isinstance(self.proto, Centrifugo):
             out["proto_errors"] = self.proto.errors
             out["cf_pongs_sent"] = self.proto.pongs

@@ -101,7 +101,8 @@ LIMIT_REFUSALS = Counter(
     "livehub_client_limit_refusals",
     "What a limit refused, by reason: connection_limit, connection_limit_per_ip, "
     "connection_rate_limit, origin (connections refused at the upgrade); command_rate_limit "
-    "(commands answered 111); command_flood (connections closed 3013); channel_limit "
+    "(commands answered 111); command_flood (connections closed 3013); user_command_rate_limit, "
+    "user_command_flood (the same for client.rate_limit.user_command); channel_limit "
     "(connections closed 3505).",
     ["reason"],
     registry=REGISTRY,
@@ -130,7 +131,8 @@ def reply_error(method: str, code: int) -> None:
 
 _REFUSAL_REASONS = (
     "connection_limit", "connection_limit_per_ip", "connection_rate_limit", "origin",
-    "command_rate_limit", "command_flood", "channel_limit",
+    "command_rate_limit", "command_flood", "user_command_rate_limit", "user_command_flood",
+    "channel_limit",
 )  # fmt: skip
 #: One child per reason, made once: a flood of refusals must cost as little as possible.
 _REFUSALS = {reason: LIMIT_REFUSALS.labels(reason) for reason in _REFUSAL_REASONS}

@@ -192,9 +192,13 @@ class ConnectCodeToUnidirectionalDisconnect(Section):
 
 
 class ClientRateLimit(Section):
-    #: Per-connection command rates, in memory on each node (per-user limits across a
-    #: cluster, Centrifugo PRO's ``user_command``, are not implemented).
+    #: Per-connection command rates, in memory on each node.
     client_command: ClientCommandRateLimit = ClientCommandRateLimit()
+    #: Per-user command rates (same sections): every connection of a user, on every node,
+    #: takes from the same buckets, kept in Redis with the Redis engine (one atomic script
+    #: per command; error 100 while Redis is unreachable) and in each node's memory with the
+    #: memory and NATS engines. Anonymous connections are not limited by it.
+    user_command: ClientCommandRateLimit = ClientCommandRateLimit()
 
 
 # -- proxies: the app backend asked over HTTP (livehub.core.proxy)

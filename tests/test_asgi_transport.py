@@ -12,6 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +25,8 @@ import uvicorn
 import websockets
 
 from livehub.core.outbox import Flusher, Outbox
-from livehub.transports.asgi import ASGITransport
+from livehub.transports.asgi import CLOSE_TIMEOUT, ASGITransport
+from tests.servers import free_port, wait_port
 from tests.test_connection import client_frame, hub_app, raw_connect, running, server_frames
 
 
@@ -221,3 +228,128 @@ async def test_under_plain_uvicorn_a_peer_that_stops_reading_is_closed_3008_and_
                 pytest.fail("the connection ended without a close frame")
         assert got == list(range(len(got))) and len(got) < 300
         writer.close()
+
+
+async def test_a_close_for_flooding_goes_first_and_a_peer_that_takes_nothing_is_let_go() -> None:
+    """3013: what was queued for the flooder (its 111 replies) is dropped, not waited for;
+    and when the server's send never returns (the peer reads nothing), the close gives up
+    after ``CLOSE_TIMEOUT`` so the session ends instead of being held by its writer."""
+    peer = Peer()
+    transport = ASGITransport(peer)
+    for i in range(100):
+        transport.write(f"reply {i}")
+    peer.taking.clear()  # from here on the peer takes nothing
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(transport.close(3013, "too many requests"), CLOSE_TIMEOUT + 1)
+    assert loop.time() - started < CLOSE_TIMEOUT + 0.5
+    assert len(peer.texts()) < 100  # the queued replies were not all waited for
+    with pytest.raises(ConnectionResetError):
+        transport.write("more")
+    peer.taking.set()  # were the peer to read again: the close message is what comes next
+    await asyncio.sleep(0.01)
+    assert all(m["type"] == "websocket.send" for m in peer.sent)
+
+
+async def test_a_close_that_the_peer_never_takes_returns_after_the_timeout() -> None:
+    peer = Peer()
+    transport = ASGITransport(peer)
+    transport.write("x")
+    await asyncio.sleep(0)
+    peer.taking.clear()
+    transport.write("y")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(transport.close(1000, "bye"), CLOSE_TIMEOUT + 1)  # would hang before
+    assert CLOSE_TIMEOUT - 0.1 < loop.time() - started < CLOSE_TIMEOUT + 0.5
+
+
+def masked_frame(payload: bytes) -> bytes:
+    """A client text frame of any length (a mask of zeros: the payload goes as is)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x81, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x81, 0x80 | 127]) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
+
+
+FLOOD_APP = """
+from fastapi import FastAPI
+from livehub import Hub, Settings
+
+limits = {"enabled": True, "total": {"enabled": True, "buckets": [{"interval": "1s", "rate": 100}]}}
+hub = Hub(Settings(client={"insecure": True, "rate_limit": {"client_command": limits}}))
+app = FastAPI()
+app.include_router(hub.router)
+"""
+
+
+def proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+def test_a_flooder_that_reads_nothing_stops_being_read_after_3013(tmp_path: Path, server: str) -> None:
+    """The Hub's ASGI route under another ASGI server, a flooder in another process's shoes:
+    it sends publish frames as fast as the socket takes them for 6 s and reads nothing, not
+    even the close. Past 1,000 refusals it is closed 3013, and from then on the server takes
+    (almost) nothing more from it: what it took in all, its CPU and its memory stay bounded."""
+    (tmp_path / "floodapp.py").write_text(FLOOD_APP)
+    port = free_port()
+    if server == "uvicorn":
+        cmd = [sys.executable, "-m", "uvicorn", "floodapp:app", "--port", str(port), "--log-level", "warning"]
+    else:
+        cmd = [sys.executable, "-m", "hypercorn", "floodapp:app", "-b", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, proc)
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(
+            b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        time.sleep(0.3)
+        sock.sendall(masked_frame(b'{"id":1,"connect":{}}'))
+        frame = masked_frame(
+            b"\n".join(b'{"id":%d,"publish":{"channel":"x","data":1}}' % i for i in range(2, 202))
+        )
+        sock.setblocking(False)
+        cpu0, rss0 = proc_cpu_s(proc.pid), proc_rss_mb(proc.pid)
+        taken = 0
+        taken_at_2s = None
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < 6.0:
+            if taken_at_2s is None and elapsed >= 2.0:
+                taken_at_2s = taken
+            try:
+                taken += sock.send(frame)
+            except BlockingIOError:
+                time.sleep(0.005)
+            except OSError:  # the server let the connection go: it reads nothing more either
+                break
+        cpu, rss = proc_cpu_s(proc.pid) - cpu0, proc_rss_mb(proc.pid) - rss0
+        sock.close()
+        # 1,000 refused commands take 5 frames (45 KB); the rest is socket buffers and the
+        # server's own bounded queue. Reading on would be ~100 MB/s here.
+        assert taken < 32 * 1024 * 1024
+        assert taken_at_2s is None or taken - taken_at_2s < 4 * 1024 * 1024  # nothing more after 2 s
+        assert cpu < 1.5
+        assert rss < 32
+    finally:
+        proc.kill()
+        proc.wait(10)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from livehub.core.limits import Bucket, CommandLimits, ConnectionGate, TokenBucket
+from livehub.core.limits import (
+    Bucket,
+    CommandLimits,
+    ConnectionGate,
+    LocalTokenStore,
+    TokenBucket,
+    UserCommandLimits,
+)
 from livehub.settings import Settings, config_problems
 
 
@@ -120,14 +129,60 @@ def test_rate_limit_keys_livehub_does_not_honour_are_refused() -> None:
     settings = Settings(
         client={
             "rate_limit": {
-                "user_command": {"enabled": True},
+                "user_command": {"enabled": True, "publish": {"enabled": True}},
                 "client_command": {"enabled": True, "publsh": {"enabled": True}},
             }
         }
     )
     problems = config_problems(settings)
-    assert any(p.startswith("client.rate_limit.user_command: Centrifugo's option") for p in problems)
+    assert not any("user_command" in p for p in problems)  # honoured: UserCommandLimits
     assert any("client.rate_limit.client_command.publsh: unknown key; did you mean" in p for p in problems)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def user_limits(clock: Clock, **limits: Any) -> UserCommandLimits:
+    return UserCommandLimits(CommandLimits(**limits), LocalTokenStore(clock))
+
+
+async def test_a_users_connections_share_one_bucket_and_anonymous_ones_are_not_limited() -> None:
+    clock = Clock()
+    limits = user_limits(clock, methods={"publish": (Bucket(3, 1.0),)})
+    # three publishes for alice, whichever of her connections sends them; then refused
+    assert [await limits.allow("alice", "publish") for _ in range(4)] == [True, True, True, False]
+    assert await limits.allow("bob", "publish")  # bob has his own bucket
+    assert await limits.allow("alice", "history")  # history has no bucket: not limited
+    assert await limits.allow("", "publish") and await limits.allow("", "publish")  # anonymous
+    assert await limits.allow("alice", "connect") and await limits.allow("alice", "")  # connect, pong
+    clock.now = 0.34  # a third of the interval: one token back
+    assert await limits.allow("alice", "publish")
+    assert not await limits.allow("alice", "publish")
+
+
+async def test_user_total_and_command_buckets_are_taken_together_or_not_at_all() -> None:
+    clock = Clock()
+    limits = user_limits(clock, total=(Bucket(2, 1.0),), methods={"publish": (Bucket(1, 1.0),)})
+    assert await limits.allow("u", "publish")
+    assert not await limits.allow("u", "publish")  # publish bucket empty: total untouched
+    assert await limits.allow("u", "history")  # so total still has one
+    assert not await limits.allow("u", "history")
+    rpc = user_limits(clock, rpc_methods={"slow": (Bucket(1, 10.0),)}, default=(Bucket(100, 1.0),))
+    assert await rpc.allow("u", "rpc", "slow") and not await rpc.allow("u", "rpc", "slow")
+    assert await rpc.allow("u", "rpc", "fast")  # other methods: the default buckets
+
+
+async def test_the_local_store_stays_bounded_whatever_the_number_of_users() -> None:
+    store = LocalTokenStore(Clock(), max_buckets=100)
+    limits = UserCommandLimits(CommandLimits(methods={"publish": (Bucket(1, 60.0),)}), store)
+    for i in range(1000):
+        assert await limits.allow(f"user{i}", "publish")
+    assert len(store) == 100
 
 
 async def test_on_connect_channels_over_channel_limit_close_with_3505() -> None:

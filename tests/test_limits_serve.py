@@ -372,3 +372,55 @@ async def test_others_get_every_message_while_one_client_floods(tmp_path: Path) 
         assert metric(port, "livehub_client_limit_refusals_total", reason="command_flood") >= 1
         await publisher.close()
         await watcher.close()
+
+
+USER_LIMITED = f"""
+[client.token]
+hmac_secret_key = "{SECRET}"
+[client.rate_limit.user_command]
+enabled = true
+[client.rate_limit.user_command.publish]
+enabled = true
+buckets = [{{interval = "60s", rate = 3}}]
+[[channel.namespaces]]
+name = "open"
+allow_publish_for_client = true
+"""
+
+
+async def test_user_command_limit_is_shared_by_a_users_connections_on_the_memory_engine(
+    tmp_path: Path,
+) -> None:
+    """With the memory engine the buckets of ``user_command`` live in the node: both of a
+    user's connections take from them; another user has their own."""
+
+    def user_token(user: str) -> str:
+        return jwt.encode({"sub": user}, SECRET, algorithm="HS256")
+
+    async def as_user(port: int, user: str) -> websockets.ClientConnection:
+        ws = await websockets.connect(url(port))
+        await ws.send(json.dumps({"id": 1, "connect": {"token": user_token(user)}}))
+        assert '"connect"' in str(await asyncio.wait_for(ws.recv(), 5))
+        return ws
+
+    async def codes(ws: websockets.ClientConnection, ids: range) -> list[int]:
+        frame = "\n".join(json.dumps({"id": i, "publish": {"channel": "open:x", "data": {}}}) for i in ids)
+        await ws.send(frame)
+        answers: dict[int, dict[str, Any]] = {}
+        async with asyncio.timeout(5):
+            while len(answers) < len(ids):
+                answers.update(replies([str(await ws.recv())]))
+        return [answers[i].get("error", {}).get("code", 0) for i in ids]
+
+    with serve(write_config(tmp_path, USER_LIMITED)) as port:
+        first, second, other = (
+            await as_user(port, "alice"),
+            await as_user(port, "alice"),
+            await as_user(port, "bob"),
+        )
+        assert await codes(first, range(2, 4)) == [0, 0]
+        assert await codes(second, range(2, 4)) == [0, 111]
+        assert await codes(other, range(2, 5)) == [0, 0, 0]
+        assert metric(port, "livehub_client_limit_refusals_total", reason="user_command_rate_limit") == 1
+        for ws in (first, second, other):
+            await ws.close()

@@ -12,16 +12,19 @@ refused by a bucket is answered with error 111 (temporary: the SDKs retry later)
 connection whose refusals within one second pass :attr:`CommandLimiter.flood_limit` is
 flooding, and its caller closes it (3013).
 
-Per-user limits across a cluster (Centrifugo PRO's ``user_command``, kept in the engine) are
-not implemented: every limit here is one node's, in memory.
+Per-user limits (Centrifugo PRO's ``client.rate_limit.user_command``, same shape) are
+:class:`UserCommandLimits`: the buckets of a user are kept by a :class:`TokenStore` — the
+Redis engine's, shared by every node of the cluster (one atomic script per command), or
+:class:`LocalTokenStore`, this node's memory, for the engines that have none.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from livehub.settings import ClientCommandRateLimit, CommandBuckets
@@ -96,6 +99,15 @@ class CommandLimits:
         """A connection's limiter, or None when nothing is limited (the common case: no cost)."""
         return CommandLimiter(self, now) if self.enabled else None
 
+    def config_for(self, method: str, rpc_method: str = "") -> tuple[str, tuple[Bucket, ...]]:
+        """The key and buckets of a command besides ``total``: the RPC method's, the
+        command's, or ``default``."""
+        if method == "rpc" and rpc_method in self.rpc_methods:
+            return "rpc:" + rpc_method, self.rpc_methods[rpc_method]
+        if method in self.methods:
+            return method, self.methods[method]
+        return "default", self.default
+
     @property
     def flood_limit(self) -> int:
         """Refusals within one second past which a connection is closed: ``FLOOD_FACTOR``
@@ -146,31 +158,25 @@ def _make(config: Iterable[Bucket], now: float) -> tuple[TokenBucket, ...]:
 class CommandLimiter:
     """One connection's buckets. Buckets of a method are made the first time it is used."""
 
-    __slots__ = ("_limits", "_total", "_own", "_flood_limit", "_window", "_refused")
+    __slots__ = ("_limits", "_total", "_own", "_flood")
 
     def __init__(self, limits: CommandLimits, now: float) -> None:
         self._limits = limits
         self._total = _make(limits.total, now)
         #: method (or "rpc:<name>") -> its buckets; bounded by the configured names + "default"
         self._own: dict[str, tuple[TokenBucket, ...]] = {}
-        self._flood_limit = limits.flood_limit
-        #: The second (from ``_window``) in which ``_refused`` commands were refused.
-        self._window = now
-        self._refused = 0
+        self._flood = FloodGuard(limits.flood_limit, now)
 
     def flooding(self, now: float) -> bool:
         """Count a refused command; True once this second's refusals pass the flood limit."""
-        if now - self._window >= 1.0:
-            self._window, self._refused = now, 0
-        self._refused += 1
-        return self._refused > self._flood_limit
+        return self._flood.flooding(now)
 
     def allow(self, method: str, now: float, rpc_method: str = "") -> bool:
         """May this command run now? Takes its tokens if so. ``connect`` and pongs are never
         limited (a client must be able to connect and stay alive)."""
         if method in ("", "connect"):
             return True
-        key, config = self._config(method, rpc_method)
+        key, config = self._limits.config_for(method, rpc_method)
         own = self._own.get(key)
         if own is None:
             own = self._own[key] = _make(config, now)
@@ -182,13 +188,101 @@ class CommandLimiter:
             b.take(now)
         return True
 
-    def _config(self, method: str, rpc_method: str) -> tuple[str, tuple[Bucket, ...]]:
-        limits = self._limits
-        if method == "rpc" and rpc_method in limits.rpc_methods:
-            return "rpc:" + rpc_method, limits.rpc_methods[rpc_method]
-        if method in limits.methods:
-            return method, limits.methods[method]
-        return "default", limits.default
+
+class FloodGuard:
+    """Refusals of one connection within a second; past ``limit`` it is flooding (3013)."""
+
+    __slots__ = ("limit", "_window", "_refused")
+
+    def __init__(self, limit: int, now: float) -> None:
+        self.limit = limit
+        self._window = now
+        self._refused = 0
+
+    def flooding(self, now: float) -> bool:
+        """Count a refused command; True once this second's refusals pass the limit."""
+        if now - self._window >= 1.0:
+            self._window, self._refused = now, 0
+        self._refused += 1
+        return self._refused > self.limit
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Keeps users' command buckets (an engine that can share them across nodes)."""
+
+    async def take_tokens(self, user: str, keys: Sequence[str], buckets: Sequence[Bucket]) -> bool:
+        """Take one token from each of ``user``'s buckets named ``keys`` (configured as
+        ``buckets``), or none if any is empty. True when taken."""
+        ...
+
+
+#: Buckets :class:`LocalTokenStore` keeps at most; past it the oldest go (a bucket that goes
+#: comes back full: a user gets at most one burst more, memory stays bounded).
+LOCAL_BUCKETS_MAX = 100_000
+
+
+class LocalTokenStore:
+    """Users' buckets in this node's memory: what the memory engine (one node) uses, and the
+    engines that cannot share them. ``clock`` gives seconds (tests pass their own)."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, max_buckets: int = LOCAL_BUCKETS_MAX
+    ) -> None:
+        self._clock = clock
+        self._max = max_buckets
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    async def take_tokens(self, user: str, keys: Sequence[str], buckets: Sequence[Bucket]) -> bool:
+        now = self._clock()
+        found = []
+        for key, config in zip(keys, buckets, strict=True):
+            bucket = self._buckets.get((user, key))
+            if bucket is None:
+                while len(self._buckets) >= self._max:
+                    del self._buckets[next(iter(self._buckets))]
+                bucket = self._buckets[(user, key)] = TokenBucket(config.rate, config.interval, now)
+            found.append(bucket)
+        return _take_all(tuple(found), now)
+
+
+class UserCommandLimits:
+    """``client.rate_limit.user_command``: every connection of a user takes from the same
+    buckets, on every node that shares the ``store``. Anonymous connections (no user) are
+    not limited here, as in Centrifugo PRO."""
+
+    def __init__(self, limits: CommandLimits, store: TokenStore) -> None:
+        self.limits = limits
+        self.store = store
+
+    @property
+    def enabled(self) -> bool:
+        return self.limits.enabled
+
+    @classmethod
+    def from_settings(cls, config: ClientCommandRateLimit, store: TokenStore) -> UserCommandLimits:
+        return cls(CommandLimits.from_settings(config), store)
+
+    async def allow(self, user: str, method: str, rpc_method: str = "") -> bool:
+        """May ``user`` run this command now? Takes its tokens (``total`` and the command's)
+        if so. Raises ``EngineUnavailable`` when the store cannot answer."""
+        if not user or method in ("", "connect"):
+            return True
+        key, own = self.limits.config_for(method, rpc_method)
+        keys = [_bucket_key("total", b) for b in self.limits.total]
+        keys += [_bucket_key(key, b) for b in own]
+        if not keys:
+            return True
+        return await self.store.take_tokens(user, keys, (*self.limits.total, *own))
+
+
+def _bucket_key(name: str, bucket: Bucket) -> str:
+    """A bucket's name in a store: its command and configuration (so a changed configuration
+    starts new buckets instead of reading old ones)."""
+    return f"{name}:{bucket.rate}/{round(bucket.interval * 1000)}"
 
 
 class ConnectionGate:

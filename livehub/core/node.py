@@ -29,7 +29,7 @@ from livehub.core.auth import TokenVerifier
 from livehub.core.channels import ChannelRules, glob
 from livehub.core.cluster import Cluster
 from livehub.core.control import ControlCommand, InstantControlCommand
-from livehub.core.limits import CommandLimits, ConnectionGate
+from livehub.core.limits import CommandLimits, ConnectionGate, LocalTokenStore, TokenStore, UserCommandLimits
 from livehub.core.maps import MapPresence, Maps
 from livehub.core.outbox import Flusher
 from livehub.core.shared_poll import SharedPoll, SharedPollHook
@@ -167,6 +167,9 @@ class Node:
         #: Map channels (``livehub.core.maps``): their operations, and presence kept as maps.
         self.maps = Maps(self)
         self.map_presence = MapPresence(self)
+        #: ``client.rate_limit.user_command``: buckets per user, in the engine when it keeps them.
+        store = self.broker if isinstance(self.broker, TokenStore) else LocalTokenStore()
+        self.user_limits = UserCommandLimits.from_settings(client.rate_limit.user_command, store)
 
     # -- lifecycle
 

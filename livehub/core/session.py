@@ -24,6 +24,7 @@ from livehub import metrics
 from livehub.core.auth import InvalidToken, SubscribeToken, TokenExpired
 from livehub.core.clock import Clock, LoopClock, Timer
 from livehub.core.headers import emulated_scope
+from livehub.core.limits import FloodGuard
 from livehub.core.map_subscribe import MapLoading, map_subscribe
 from livehub.core.node import Node
 from livehub.core.outbox import Outbox, Transport
@@ -91,7 +92,7 @@ class Session:
     __slots__ = (
         "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "state",
         "credentials", "scope", "handle", "encoding", "_expires_at", "_clock", "_timers", "_tasks", "_joins",
-        "_limiter", "meta", "map_loading", "unidirectional", "transport_name",
+        "_limiter", "_user_flood", "meta", "map_loading", "unidirectional", "transport_name",
     )  # fmt: skip
 
     def __init__(
@@ -140,6 +141,8 @@ class Session:
         self._limiter = node.command_limits.limiter(time.monotonic())
         #: Map subscriptions being loaded (state and stream pages): ``livehub.core.map_subscribe``.
         self.map_loading: dict[str, MapLoading] = {}
+        #: Refusals by ``client.rate_limit.user_command`` (per second, for the 3013 close).
+        self._user_flood = FloodGuard(node.user_limits.limits.flood_limit, time.monotonic())
         #: The client only receives (uni_websocket, uni_sse, uni_http_stream): its one command
         #: is ``connect``, answered by a ``connect`` push; a refusal closes the connection with
         #: the matching disconnect code, server pings need no pong, and a server-side
@@ -380,6 +383,16 @@ class Session:
                 # a refusal takes no await otherwise: without this turn, a frame of refused
                 # commands would hold the event loop (every other client waits) until it ends
                 await asyncio.sleep(0)
+                raise codes.error_too_many_requests()
+        if self.node.user_limits.enabled and self.user:
+            rpc_method = request.method if isinstance(request, RPCParams) else ""
+            if not await self.node.user_limits.allow(self.user, method, rpc_method):
+                if self._user_flood.flooding(time.monotonic()):
+                    log.info("client %s keeps sending past its user's command rate limit: closing", self.id)
+                    metrics.limit_refusal("user_command_flood")
+                    raise codes.disconnect_too_many_requests()
+                metrics.limit_refusal("user_command_rate_limit")
+                await asyncio.sleep(0)  # as above: a frame of refusals must not hold the loop
                 raise codes.error_too_many_requests()
         if isinstance(request, SubscribeParams) and request.is_map:
             result, live = await self._subscribe_map(request)

@@ -73,10 +73,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
@@ -101,9 +101,14 @@ from livehub.engines.redis_pubsub import ClusterPubSub, PubSub, PubSubConnection
 from livehub.engines.wire import DeltaBases, decode_info, decode_publication, encode_info, encode_publication
 from livehub.models import ClientInfo, PresenceStats, Publication, StreamPosition
 
+if TYPE_CHECKING:
+    from livehub.core.limits import Bucket
+
 log = logging.getLogger("livehub.engines.redis")
 
 OPTIONS = ("prefix", "presence_ttl", "connect_timeout", "io_timeout", "ping_interval", "cluster")
+#: Connections to one Redis for commands (pub/sub has its own): commands beyond wait their turn.
+POOL_SIZE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +187,7 @@ MAP_REMOVE = _Script("map_remove")
 MAP_STATE = _Script("map_state")
 MAP_STREAM = _Script("map_stream")
 MAP_INDEX = _Script("map_index")
+TAKE_TOKENS = _Script("take_tokens")
 
 #: How often each node looks for map keys past their TTL (seconds), and how many maps at a time.
 MAP_SWEEP_INTERVAL = 0.5
@@ -221,6 +227,10 @@ class _Keys:
         """ZSET map channel -> earliest key expiry (ms), one per shard: what the sweep visits."""
         return f"{self.prefix}:map-expiring"
 
+    def tokens(self, user: str, bucket: str) -> str:
+        """A user's command bucket (``{user}``: all of a user's buckets in one cluster slot)."""
+        return f"{self.prefix}:tokens:{{{user}}}:{bucket}"
+
     def presence_exp(self, ch: str) -> str:
         return f"{self.prefix}:presence-exp:{{{ch}}}"
 
@@ -249,11 +259,15 @@ class RedisShard:
         }
         parts = urlsplit(url)
         self.address = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
-        self.pool = ConnectionPool.from_url(url, **common)
+        self._deadline = config.connect_timeout + config.io_timeout
+        # A command waits for a free connection (within its deadline) when all POOL_SIZE are
+        # busy: a burst of subscribes (a reconnect storm) is queued, not failed with error 100.
+        self.pool = BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=self._deadline, **common
+        )
         self.client: Redis | RedisCluster = (
             RedisCluster.from_url(url, **common) if config.cluster else Redis(connection_pool=self.pool)
         )
-        self._deadline = config.connect_timeout + config.io_timeout
         self._io_timeout = config.io_timeout
 
     async def call(self, *args: Any) -> Any:
@@ -419,6 +433,17 @@ class RedisBroker:
 
     async def _send(self, channel: str, message: bytes) -> None:
         await self._shards[self._shard(channel)].call(self._publish_cmd, self._keys.pub(channel), message)
+
+    async def take_tokens(self, user: str, keys: Sequence[str], buckets: Sequence[Bucket]) -> bool:
+        """``client.rate_limit.user_command`` across the cluster: one atomic script takes a
+        token from each of the user's buckets, or none (``livehub.core.limits.TokenStore``)."""
+        args: list[Any] = []
+        for bucket in buckets:
+            args += [bucket.rate, max(1, round(bucket.interval * 1000))]
+        reply = await self._shards[self._shard(user)].script(
+            TAKE_TOKENS, [self._keys.tokens(user, key) for key in keys], args
+        )
+        return bool(int(reply))
 
     async def history(self, channel: str, opts: HistoryOptions) -> tuple[list[Publication], StreamPosition]:
         reply = await self._shards[self._shard(channel)].script(

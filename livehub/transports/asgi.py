@@ -28,7 +28,12 @@ from livehub import metrics
 from livehub.core.node import Node
 from livehub.core.session import Session
 from livehub.models import Credentials
-from livehub.protocol.codes import CLOSE_MESSAGE_TOO_BIG, Disconnect, Error, disconnect_inappropriate_protocol
+from livehub.protocol.codes import (
+    CLOSE_MESSAGE_TOO_BIG,
+    Disconnect,
+    Error,
+    disconnect_inappropriate_protocol,
+)
 from livehub.protocol.encoding import JSON, Encoding, negotiate
 
 log = logging.getLogger("livehub.transport")
@@ -38,6 +43,12 @@ log = logging.getLogger("livehub.transport")
 #: the frames of a few flushes while the server's send catches up, small next to the outbox's
 #: own limit (``client.queue_max_size``), which is what decides that a client is too slow.
 MAX_QUEUED = 64 * 1024
+#: Closed with this code (a flood of commands past the rate limit), a client is owed nothing
+#: that was queued for it: the close goes first.
+CLOSE_FLOODING = 3013
+#: How long a close may wait for the peer to take what is queued and the close message; then
+#: the connection is let go (its session cleaned up, the handler returns to the server).
+CLOSE_TIMEOUT = 2.0
 
 
 class ASGITransport:
@@ -112,14 +123,21 @@ class ASGITransport:
             self._raise_closed()
 
     async def close(self, code: int, reason: str) -> None:
-        """Send what is queued, then the close message; what the outbox stopped waiting for
-        (a slow client's: the socket, or the server, would not take it) is abandoned instead."""
+        """Send what is queued, then the close message, within ``CLOSE_TIMEOUT`` in all. What
+        the outbox stopped waiting for (a slow client's: the socket, or the server, would not
+        take it) is abandoned, and so is what a flooder (3013) was due: it is not waited for.
+        A peer that takes nothing is let go at the deadline, close message sent or not, so
+        its session ends and the server stops reading it."""
         try:
-            if not self._abandoned:
-                await self.drained()
-        finally:
-            self.stop()
-        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                try:
+                    if not self._abandoned and code != CLOSE_FLOODING:
+                        await self.drained()
+                finally:
+                    self.stop()
+                await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        except TimeoutError:
+            log.debug("close %d not taken within %gs: the connection is let go", code, CLOSE_TIMEOUT)
 
     def stop(self) -> None:
         """End the writer, dropping what it has not sent (the peer is gone, or the close is

@@ -11,7 +11,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from livehub.engines.base import EngineUnavailable, HistoryOptions, PublishOptions
-from livehub.engines.redis import RedisBroker, RedisConfig, RedisPresenceManager, from_url, shard_index
+from livehub.engines.redis import (
+    POOL_SIZE,
+    RedisBroker,
+    RedisConfig,
+    RedisPresenceManager,
+    from_url,
+    shard_index,
+)
 from livehub.engines.redis_pubsub import PubSubConnection
 from livehub.models import ClientInfo, StreamPosition
 
@@ -89,6 +96,18 @@ async def test_two_nodes_see_each_others_publications_in_offset_order(nodes: lis
     pubs, top = await a.broker.history(ch, HistoryOptions(limit=-1))
     assert offsets(pubs) == list(range(41, 51))  # history_size 10
     assert top.offset == 50
+
+
+async def test_a_burst_of_commands_past_the_pool_waits_its_turn_instead_of_failing(nodes: list[Node]) -> None:
+    """A reconnect storm subscribes thousands of clients at once: commands beyond the pool's
+    connections queue for one (within their deadline) instead of failing with error 100."""
+    a = nodes[0]
+    channels = [channel_name() for _ in range(3 * POOL_SIZE)]
+    results = await asyncio.gather(
+        *(a.broker.history(ch, HistoryOptions(limit=0)) for ch in channels), return_exceptions=True
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert failures == []
 
 
 async def test_join_leave_and_deltas_cross_nodes(nodes: list[Node]) -> None:
