@@ -117,6 +117,9 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
             "user_id_http_header"
         ).split()
     ),
+    "client.connect_code_to_unidirectional_disconnect": frozenset("enabled transforms".split()),
+    "client.connect_code_to_unidirectional_disconnect.transforms[]": frozenset("code to".split()),
+    "client.connect_code_to_unidirectional_disconnect.transforms[].to": frozenset("code reason".split()),
     "client.proxy.connect": frozenset("emulated_headers grpc".split()),
     "client.proxy.connect.http": frozenset("status_to_code_transforms tls".split()),
     "client.proxy.refresh": frozenset("emulated_headers grpc".split()),
@@ -227,6 +230,20 @@ CENTRIFUGO_KEYS: dict[str, frozenset[str]] = {
         (
             "enabled handler_prefix instrument_http_handlers native_histograms "
             "recovered_publications_histogram"
+        ).split()
+    ),
+    "uni_http_stream": frozenset(
+        "connect_code_to_http_response enabled handler_prefix max_request_body_size".split()
+    ),
+    "uni_sse": frozenset(
+        "connect_code_to_http_response enabled handler_prefix max_request_body_size".split()
+    ),
+    "uni_websocket": frozenset(
+        (
+            "compression compression_level compression_min_size decompressed_message_size_limit "
+            "disable_closing_handshake disable_disconnect_push enabled handler_prefix "
+            "join_push_messages message_size_limit read_buffer_size use_write_buffer_pool "
+            "write_buffer_size write_timeout"
         ).split()
     ),
     "websocket": frozenset(

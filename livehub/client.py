@@ -35,11 +35,13 @@ def to_json(value: Any) -> bytes:
 
 
 class Client:
-    __slots__ = ("_session", "_connection")
+    __slots__ = ("_session", "_connection", "_scope")
 
     def __init__(self, session: Session) -> None:
         self._session = session
         self._connection: HTTPConnection | None = None
+        #: The session's scope ``_connection`` was made from (``connect`` may add headers).
+        self._scope: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, session: Session) -> Client:
@@ -84,22 +86,23 @@ class Client:
 
     @property
     def transport(self) -> str:
-        """The transport the connection came on: "websocket", "http_stream" or "sse"."""
-        scope = self._session.scope
-        if scope is None:
-            return "websocket"
-        return str(scope.get("livehub.transport") or scope.get("type", "websocket"))
+        """The transport the connection came on: "websocket", "http_stream", "sse", or a
+        unidirectional one ("uni_websocket", "uni_sse", "uni_http_stream")."""
+        return self._session.transport_name
 
     @property
     def handshake(self) -> HTTPConnection:
         """The opening handshake as Starlette's HTTPConnection (url, headers, cookies, ...)."""
-        if self._connection is None:
-            self._connection = HTTPConnection(complete_scope(self._session.scope))
+        scope = self._session.scope
+        if self._connection is None or scope is not self._scope:
+            self._connection = HTTPConnection(complete_scope(scope))
+            self._scope = scope
         return self._connection
 
     @property
     def headers(self) -> Headers:
-        """The handshake's request headers (case-insensitive)."""
+        """The handshake's request headers (case-insensitive), with the emulated ones that
+        ``client.emulated_headers`` allows (``livehub.core.headers``) once connected."""
         return self.handshake.headers
 
     @property

@@ -48,6 +48,7 @@ from livehub.models import ClientInfo, Credentials, PresenceStats, Publication, 
 from livehub.protocol.codes import Disconnect, Error, error_internal
 from livehub.settings import ConsumerSettings, NamespaceOptions, Settings
 from livehub.transactional import TransactionalOutbox
+from livehub.transports import uni_http, unidirectional
 from livehub.transports.asgi import websocket_handler
 from livehub.transports.emulation import add_stream_routes
 
@@ -230,6 +231,14 @@ class Hub:
 
         router.add_api_websocket_route(self.settings.websocket.handler_prefix, connection)
         add_stream_routes(router, self.node)  # HTTP-streaming, SSE, /emulation when enabled
+        if self.settings.uni_websocket.enabled:
+            uni_handle = unidirectional.asgi_websocket_handler(self.node)
+
+            async def uni_connection(websocket: WebSocket) -> None:
+                await uni_handle(websocket)
+
+            router.add_api_websocket_route(self.settings.uni_websocket.handler_prefix, uni_connection)
+        uni_http.add_routes(router, self.node)
         if asyncapi_url:
             router.add_api_route(
                 asyncapi_url, self.asyncapi, methods=["GET"], include_in_schema=False, response_model=None

@@ -150,11 +150,6 @@ def server_disconnect(code: int) -> None:
     SERVER_DISCONNECTS.labels(str(code)).inc()
 
 
-def _transport(scope: dict[str, Any] | None) -> str:
-    """The transport a session came on (``livehub.client.Client.transport``)."""
-    return "websocket" if scope is None else str(scope.get("livehub.transport") or "websocket")
-
-
 class NodeCollector(Collector):
     """The node's state at scrape time."""
 
@@ -171,10 +166,10 @@ class NodeCollector(Collector):
         yield gauge("num_clients", "Number of clients connected.", len(node.sessions))
         by_transport = GaugeMetricFamily(
             "livehub_node_num_clients_by_transport",
-            "Number of clients connected, by transport (websocket, http_stream, sse).",
+            "Number of clients connected, by transport (websocket, http_stream, sse, uni_*).",
             labels=["transport"],
         )
-        counts = collections.Counter(_transport(s.scope) for s in node.sessions.values())
+        counts = collections.Counter(s.transport_name for s in node.sessions.values())
         for name in sorted(counts):
             by_transport.add_metric([name], counts[name])
         yield by_transport

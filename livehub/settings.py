@@ -166,6 +166,31 @@ class ClientCommandRateLimit(Section):
     rpc: RPCBuckets = RPCBuckets()
 
 
+class DisconnectTo(Section):
+    #: The disconnect code (3000-4999: 3000-3499 and 4000-4499 ask the client to reconnect).
+    code: Annotated[int, Field(ge=3000, le=4999)]
+    #: Its reason.
+    reason: str = ""
+
+
+class ConnectCodeTransform(Section):
+    #: The error code a refused ``connect`` got (e.g. 101 unauthorized, 103 permission denied).
+    code: Annotated[int, Field(ge=0)]
+    #: The disconnect that closes the unidirectional connection instead.
+    to: DisconnectTo
+
+
+class ConnectCodeToUnidirectionalDisconnect(Section):
+    """How a refused ``connect`` of a unidirectional client (which gets no error reply) ends
+    its connection, for error codes not mapped by default (109/110 -> 3005, 111 -> 3013,
+    103 -> 3507, others -> 3004)."""
+
+    #: Apply ``transforms``.
+    enabled: bool = False
+    #: Error code -> disconnect, before the default mapping.
+    transforms: list[ConnectCodeTransform] = []
+
+
 class ClientRateLimit(Section):
     #: Per-connection command rates, in memory on each node.
     client_command: ClientCommandRateLimit = ClientCommandRateLimit()
@@ -345,6 +370,27 @@ class ClientSettings(Section):
     #: epoch or a missed offset (lost while the broker connection was down) unsubscribes
     #: the client with 2500 "insufficient state", so the SDK resubscribes and recovers. 0: never.
     channel_position_check_delay: Duration = 40.0
+    #: livehub's form of Centrifugo 6.9's ``emulated_headers`` (there, one list per proxy):
+    #: the header names an SDK may send inside its ``connect`` command (the ``headers``
+    #: option, for browsers that cannot set headers on a WebSocket) that the app's callbacks
+    #: then see as request headers (``Header(...)``, ``client.headers``). Case-insensitive;
+    #: others are dropped; a real request header of the same name wins. The values are the
+    #: client's own: list only names the app checks itself (a token it verifies). With a
+    #: list set, ``on_connect`` runs at the ``connect`` command instead of the upgrade.
+    emulated_headers: list[str] = []
+    #: Disconnect codes for the errors that refuse a unidirectional client's ``connect``.
+    connect_code_to_unidirectional_disconnect: ConnectCodeToUnidirectionalDisconnect = (
+        ConnectCodeToUnidirectionalDisconnect()
+    )
+
+    @model_validator(mode="after")
+    def _emulated_headers_are_names(self) -> ClientSettings:
+        names = [name.strip().lower() for name in self.emulated_headers]
+        bad = [name for name in names if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9a-z-]+", name)]
+        if bad:
+            raise ValueError(f"emulated_headers: not header names: {', '.join(map(repr, bad))}")
+        self.emulated_headers = names
+        return self
 
     @model_validator(mode="after")
     def _pong_before_next_ping(self) -> ClientSettings:
@@ -594,6 +640,48 @@ class EmulationSettings(Section):
     handler_prefix: str = "/emulation"
     #: Largest emulation request body in bytes; a bigger one is answered 413.
     max_request_body_size: Annotated[int, Field(ge=128)] = 65536
+
+
+class UniWebSocketSettings(Section):
+    """Centrifugo's ``uni_websocket``: a WebSocket whose client sends one connect request
+    (its first message, or the ``cf_connect`` query parameter) and then only receives."""
+
+    #: Serve the endpoint (off by default, as in Centrifugo).
+    enabled: bool = False
+    #: Its path.
+    handler_prefix: str = "/connection/uni_websocket"
+    #: Largest incoming frame in bytes (the connect request); bigger ones close with 1009.
+    message_size_limit: Annotated[int, Field(ge=128)] = 65536
+    #: Several queued messages in one frame, newline-separated (the client must split them);
+    #: off: one message per frame.
+    join_push_messages: bool = False
+    #: No ``disconnect`` message before the close frame (which carries the same code).
+    disable_disconnect_push: bool = False
+
+
+class UniStreamSettings(Section):
+    #: Serve the endpoint (off by default, as in Centrifugo).
+    enabled: bool = False
+    #: Its path.
+    handler_prefix: str = ""
+    #: Largest connect request body in bytes; a bigger one is answered 413.
+    max_request_body_size: Annotated[int, Field(ge=1)] = 65536
+
+
+class UniSSESettings(UniStreamSettings):
+    """Centrifugo's ``uni_sse``: an EventSource stream (``GET`` with the connect request in
+    the ``cf_connect`` query parameter, or ``POST`` with it as the body)."""
+
+    #: Its path.
+    handler_prefix: str = "/connection/uni_sse"
+
+
+class UniHTTPStreamSettings(UniStreamSettings):
+    """Centrifugo's ``uni_http_stream``: ``POST`` the connect request as the body, read
+    newline-delimited JSON messages."""
+
+    #: Its path.
+    handler_prefix: str = "/connection/uni_http_stream"
 
 
 class TlsSettings(Section):
@@ -968,6 +1056,9 @@ class Settings(BaseSettings):
     http_stream: HttpStreamSettings = HttpStreamSettings()
     sse: SseSettings = SseSettings()
     emulation: EmulationSettings = EmulationSettings()
+    uni_websocket: UniWebSocketSettings = UniWebSocketSettings()
+    uni_sse: UniSSESettings = UniSSESettings()
+    uni_http_stream: UniHTTPStreamSettings = UniHTTPStreamSettings()
     http_server: HttpServerSettings = HttpServerSettings()
     engine: EngineSettings = EngineSettings()
     broker: BrokerSettings = BrokerSettings()

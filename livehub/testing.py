@@ -90,8 +90,12 @@ class HubTestClient:
         headers: Mapping[str, str] | None = None,
         query: Mapping[str, str] | None = None,
         handshake: bool = True,
+        connect_headers: Mapping[str, str] | None = None,
     ) -> TestConnection:
-        """Open a WebSocket and (unless ``handshake=False``) send the protocol's connect command."""
+        """Open a WebSocket and (unless ``handshake=False``) send the protocol's connect command.
+
+        ``headers`` are the handshake's; ``connect_headers`` go inside the connect command, as
+        the SDKs' ``headers`` option sends them (headers emulation: ``client.emulated_headers``)."""
         conn = TestConnection(self, path, dict(headers or {}), dict(query or {}))
         self._connections.append(conn)
         await conn.open()
@@ -101,6 +105,8 @@ class HubTestClient:
                 params["token"] = token
             if data is not None:
                 params["data"] = data
+            if connect_headers:
+                params["headers"] = dict(connect_headers)
             conn.connect_result = await conn.command("connect", params)
         return conn
 

@@ -137,7 +137,8 @@ class Node:
         self.subscribe_hook: SubscribeHook | None = None
         self.publish_hook: PublishHook | None = None
         self.disconnect_hook: DisconnectHook | None = None
-        #: Set by ``Hub.on_connect``; every transport awaits it before the session starts.
+        #: Set by ``Hub.on_connect``; every transport awaits it (:attr:`upgrade_hook`) before
+        #: the session starts, or the session at the ``connect`` command.
         self.connect_hook: ConnectHook | None = None
         #: Hooks the proxies implement (``livehub.core.proxy_hooks``, installed at start).
         self.connect_command_hook: ConnectCommandHook | None = None
@@ -249,6 +250,13 @@ class Node:
 
     def channel_subscribers(self, channel: str) -> list[tuple[Session, Subscription]]:
         return list(self._hub.get(channel, {}).items())
+
+    @property
+    def upgrade_hook(self) -> ConnectHook | None:
+        """The connect hook a transport awaits at the upgrade: none when the app has none, or
+        when it is to see emulated headers (``client.emulated_headers``), which only the
+        ``connect`` command brings: the session awaits it then."""
+        return None if self.settings.client.emulated_headers else self.connect_hook
 
     # -- BrokerEventHandler
 

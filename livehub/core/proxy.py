@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
+from livehub.core.headers import EMULATED_KEY
 from livehub.protocol import codes
 from livehub.protocol.codes import Disconnect, Error
 from livehub.settings import ProxySettings, Settings
@@ -97,14 +98,16 @@ class ProxyClient:
 
 
 def forwarded_headers(proxy: ProxySettings, scope: dict[str, Any] | None) -> dict[str, str]:
-    """The handshake's headers the proxy's ``http_headers`` allow-list names."""
+    """The handshake's headers the proxy's ``http_headers`` allow-list names (never emulated
+    ones: ``livehub.core.headers``)."""
     if scope is None or not proxy.http_headers:
         return {}
     allowed = set(proxy.http_headers)
+    emulated = scope.get(EMULATED_KEY, ())  # the client's own, not the handshake's
     out: dict[str, str] = {}
     for raw_name, raw_value in scope.get("headers", ()):
         name = raw_name.decode("latin-1").lower()
-        if name in allowed:
+        if name in allowed and raw_name not in emulated:
             out[name] = raw_value.decode("latin-1")
     return out
 

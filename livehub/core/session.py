@@ -23,6 +23,7 @@ import orjson
 from livehub import metrics
 from livehub.core.auth import InvalidToken, SubscribeToken, TokenExpired
 from livehub.core.clock import Clock, LoopClock, Timer
+from livehub.core.headers import emulated_scope
 from livehub.core.limits import FloodGuard
 from livehub.core.map_subscribe import MapLoading, map_subscribe
 from livehub.core.node import Node
@@ -92,6 +93,7 @@ class Session:
         "node", "cfg", "id", "user", "conn_info", "name", "subs", "outbox", "state",
         "credentials", "scope", "handle", "encoding", "_expires_at", "_clock", "_timers", "_tasks", "_joins",
         "_limiter", "_user_flood", "meta", "map_loading", "stream_session",
+        "unidirectional", "transport_name",
     )  # fmt: skip
 
     def __init__(
@@ -102,6 +104,9 @@ class Session:
         scope: dict[str, Any] | None = None,
         clock: Clock | None = None,
         encoding: Encoding = JSON,
+        *,
+        unidirectional: bool = False,
+        transport_name: str = "websocket",
     ) -> None:
         cfg = node.settings.client
         self.node = node
@@ -142,6 +147,13 @@ class Session:
         #: The id a streaming transport's further commands (``/emulation``) name this session
         #: by, secret unlike ``id``; sent with the node's id in the connect reply. "": none.
         self.stream_session = ""
+        #: The client only receives (uni_websocket, uni_sse, uni_http_stream): its one command
+        #: is ``connect``, answered by a ``connect`` push; a refusal closes the connection with
+        #: the matching disconnect code, server pings need no pong, and a server-side
+        #: subscription that loses its position closes it (3010): it cannot resubscribe.
+        self.unidirectional = unidirectional
+        #: How the client came ("websocket", "uni_sse", ...): ``Client.transport``.
+        self.transport_name = transport_name
 
     # -- lifecycle
 
@@ -236,7 +248,8 @@ class Session:
 
     def _on_ping(self) -> None:
         self.outbox.put(self.encoding.ping)
-        self._timer("pong", self.cfg.pong_timeout, self._on_no_pong)
+        if not self.unidirectional:
+            self._timer("pong", self.cfg.pong_timeout, self._on_no_pong)
         self._timer("ping", self.cfg.ping_interval, self._on_ping)
 
     def _on_no_pong(self) -> None:
@@ -292,6 +305,9 @@ class Session:
         recover (or learn that it cannot)."""
         sub = self.subs.get(channel)
         if sub is not None and sub.lose():
+            if self.unidirectional:
+                self.disconnect(codes.disconnect_insufficient_state())
+                return
             self._spawn(self._unsubscribe_push(channel, codes.unsubscribe_insufficient_state()))
 
     # -- commands
@@ -320,17 +336,28 @@ class Session:
             if command.method == "connect":
                 self.state = SessionState.REFUSED
             metrics.reply_error(command.method, exc.code)
-            self.outbox.put(self.encoding.encode_error(command.id, exc))
+            self._reply_error(command.id, exc)
         except EngineUnavailable as exc:  # temporary: the SDKs retry
             log.warning("client %s: %s failed, engine unavailable: %s", self.id, command.method, exc)
             metrics.reply_error(command.method, 100)
-            self.outbox.put(self.encoding.encode_error(command.id, codes.error_internal()))
+            self._reply_error(command.id, codes.error_internal())
             if command.method == "connect":  # half connected: start over on a new connection
                 self.disconnect(codes.disconnect_server_error())
         except Exception:
             log.exception("client %s: %s failed", self.id, command.method)
             metrics.reply_error(command.method, 100)
-            self.outbox.put(self.encoding.encode_error(command.id, codes.error_internal()))
+            self._reply_error(command.id, codes.error_internal())
+
+    def _reply_error(self, command_id: int, error: Error) -> None:
+        if self.unidirectional:  # nothing to reply to: the connection ends, as Centrifuge does
+            mapping = self.cfg.connect_code_to_unidirectional_disconnect
+            to = next((t.to for t in mapping.transforms if t.code == error.code), None)
+            if mapping.enabled and to is not None:
+                self.disconnect(Disconnect(to.code, to.reason))
+            else:
+                self.disconnect(codes.unidirectional_disconnect(error))
+        else:
+            self.outbox.put(self.encoding.encode_error(command_id, error))
 
     async def _dispatch(self, command: ClientCommand) -> None:
         method, request = command.method, command.request
@@ -399,6 +426,15 @@ class Session:
         node, cfg = self.node, self.cfg
         expires_at = 0
         channels: list[str] = []
+        if cfg.emulated_headers and req.headers:
+            self.scope = emulated_scope(self.scope, req.headers, cfg.emulated_headers)
+        hook = node.connect_hook
+        if hook is not None and cfg.emulated_headers and self.credentials is None and not req.token:
+            # the hook waited for the connect command: its emulated headers are known now
+            try:
+                self.credentials = await hook(self.scope or {})
+            except (Error, Disconnect) as exc:
+                self.credentials = exc
         creds: Credentials | None = None
         if req.token:
             if not node.connect_verifier.enabled:
@@ -450,7 +486,10 @@ class Session:
             result["session"], result["node"] = self.stream_session, node.id
         if cfg.ping_interval > 0:
             result["ping"] = max(1, round(cfg.ping_interval))
-            result["pong"] = True
+            if not self.unidirectional:
+                result["pong"] = True
+        if self.unidirectional:
+            result["session"] = str(uuid.uuid4())
         result.update(self._set_expiry(expires_at))
         if isinstance(self.credentials, Credentials) and self.credentials.data is not None:
             result["data"] = orjson.Fragment(self.credentials.data)

@@ -196,3 +196,16 @@ def disconnect_too_many_errors() -> Disconnect:
 
 #: WebSocket close code for an incoming frame over the size limit (RFC 6455 §7.4.1).
 CLOSE_MESSAGE_TOO_BIG = 1009
+
+
+def unidirectional_disconnect(error: Error) -> Disconnect:
+    """The disconnect closing a unidirectional connection whose ``connect`` got ``error``
+    (such a client gets no error reply), as Centrifuge maps them: 3005 for an expired token,
+    3013 for too many requests, 3507 for permission denied, 3004 for any other."""
+    if error.code in (109, 110):
+        return disconnect_expired()
+    if error.code == 111:
+        return disconnect_too_many_requests()
+    if error.code == 103:
+        return disconnect_permission_denied()
+    return disconnect_server_error()

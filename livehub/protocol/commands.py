@@ -98,6 +98,9 @@ class ConnectParams:
     name: str = ""
     version: str = ""
     subs: dict[str, Recovery] = field(default_factory=dict)
+    #: Headers emulation (the SDK's ``headers`` option): name -> value, as the client sent
+    #: them; the server keeps only the names ``client.emulated_headers`` allows.
+    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, p: dict[str, Any]) -> ConnectParams:
@@ -106,7 +109,10 @@ class ConnectParams:
             if not isinstance(sub, dict):
                 raise disconnect_bad_request()
             subs[channel] = Recovery(_bool(sub, "recover"), _int(sub, "offset"), _str(sub, "epoch"))
-        return cls(_str(p, "token"), _raw(p, "data"), _str(p, "name"), _str(p, "version"), subs)
+        headers = _dict(p, "headers")
+        if not all(isinstance(value, str) for value in headers.values()):
+            raise disconnect_bad_request()
+        return cls(_str(p, "token"), _raw(p, "data"), _str(p, "name"), _str(p, "version"), subs, headers)
 
 
 #: Subscribe ``flag`` bit asking the server to fail with 112 rather than lose position.

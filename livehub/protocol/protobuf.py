@@ -420,7 +420,13 @@ def _connect(f: _Fields) -> ConnectParams:
         e = _fields(entry)
         s = _message(e, 2)
         subs[_str(e, 1)] = Recovery(_bool(s, 3), _int(s, 7), _str(s, 6))
-    return ConnectParams(_str(f, 1), _bytes(f, 2), _str(f, 4), _str(f, 5), subs)
+    headers = {}
+    for entry in f.get(6, ()):  # map<string, string> headers
+        if not isinstance(entry, bytes):
+            raise disconnect_bad_request()
+        e = _fields(entry)
+        headers[_str(e, 1)] = _str(e, 2)
+    return ConnectParams(_str(f, 1), _bytes(f, 2), _str(f, 4), _str(f, 5), subs, headers)
 
 
 def _subscribe(f: _Fields) -> SubscribeParams:

@@ -269,7 +269,7 @@ def websocket_handler(node: Node) -> Handler:
             return
         try:
             scope = cast(dict[str, Any], websocket.scope)
-            hook = node.connect_hook
+            hook = node.upgrade_hook
             credentials = await hook(scope) if hook is not None else None
             offered = websocket.scope.get("subprotocols") or []
             query = websocket.scope.get("query_string", b"").decode("latin-1")

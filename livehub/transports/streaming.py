@@ -263,7 +263,14 @@ async def serve_session(
         await send({"type": "http.response.body", "body": fmt.preamble, "more_body": True})
     stream_send = StreamSend(send, fmt, encoding)
     transport = ASGITransport(stream_send)
-    session = Session(node, transport, credentials, scope, encoding=encoding)
+    session = Session(
+        node,
+        transport,
+        credentials,
+        scope,
+        encoding=encoding,
+        transport_name=str(scope.get("livehub.transport") or "http_stream"),
+    )
     connection = StreamConnection(session, accepts_commands=emulated)
     stream_id = session.stream_session = str(uuid.uuid4())
     node.stream_sessions[stream_id] = connection

@@ -41,8 +41,14 @@ from urllib.parse import unquote
 from livehub.core.node import ConnectHook, Node
 from livehub.core.session import Session
 from livehub.models import Credentials
-from livehub.protocol.codes import Disconnect, Error, disconnect_inappropriate_protocol, disconnect_shutdown
-from livehub.protocol.encoding import Encoding, negotiate
+from livehub.protocol.codes import (
+    Disconnect,
+    Error,
+    disconnect_inappropriate_protocol,
+    disconnect_no_pong,
+    disconnect_shutdown,
+)
+from livehub.protocol.encoding import JSON, Encoding, negotiate
 from livehub.protocol.websocket import (
     OP_BINARY,
     OP_CLOSE,
@@ -62,6 +68,7 @@ from livehub.protocol.websocket import (
     parse_request,
     reject_response,
 )
+from livehub.transports import unidirectional
 from livehub.transports.asgi import admission
 
 log = logging.getLogger("livehub.connection")
@@ -76,6 +83,10 @@ INBOX_LIMIT = 64
 CLOSE_FLOODING = 3013
 #: The longest request head looked at; a longer one is left to uvicorn (which refuses it).
 MAX_HEAD = 16384
+#: uni_websocket's WebSocket pings when ``client.ping_interval`` / ``pong_timeout`` are 0.
+FRAME_PING_INTERVAL = 25.0
+FRAME_PONG_TIMEOUT = 8.0
+_PING_FRAME = encode_frame(OP_PING, b"")
 
 # Why reading is paused (bits of ``ClientConnection._paused``); it resumes when none is left.
 _HOOK = 1  # the app's connect hook is deciding: nothing is read before the answer
@@ -104,6 +115,8 @@ class State(enum.Enum):
 # The states as module globals: an Enum member looked up on its class costs ~8 times as much
 # (Python 3.11), and ``write`` checks the state for every delivery.
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = State.HANDSHAKE, State.OPEN, State.CLOSING, State.CLOSED
+# uni_websocket connections (``ClientConnection._uni``): waiting for the connect request; past it.
+_UNI_WAITING, _UNI_DONE = 1, 2
 
 # The last text frame encoded: fan-out hands the same string to every recipient whose
 # batch is that one message, so each publication is encoded and framed once.
@@ -145,7 +158,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         "_node", "_args", "_head", "_transport", "_connections", "_state", "_paused", "_parser",
-        "_session", "_inbox", "_task", "_drained", "_timer", "_pong", "_admitted",
+        "_session", "_inbox", "_task", "_drained", "_timer", "_pong", "_admitted", "_uni", "_ping_timer",
     )  # fmt: skip
 
     def __init__(self, node: Node, config: Any, server_state: Any, app_state: Any, _loop: Any = None) -> None:
@@ -169,6 +182,11 @@ class ClientConnection(asyncio.Protocol):
         self._pong: bytes | None = None
         #: The client address the node's gate counted this connection under, until it ends.
         self._admitted: str | None = None
+        #: uni_websocket (``livehub.transports.unidirectional``): _UNI_WAITING for its connect
+        #: request, _UNI_DONE once it has it (what it sends later is dropped); 0: bidirectional.
+        self._uni = 0
+        #: uni_websocket only: the next WebSocket ping, or the deadline of its pong.
+        self._ping_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol
 
@@ -214,6 +232,9 @@ class ClientConnection(asyncio.Protocol):
         previous, self._state = self._state, _CLOSED
         self._connections.discard(self)
         self._cancel_timer()
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
         if self._admitted is not None:
             self._node.gate.release(self._admitted)
             self._admitted = None
@@ -277,10 +298,18 @@ class ClientConnection(asyncio.Protocol):
     # -- the opening handshake
 
     def _on_request(self, head: bytes) -> None:
-        """Answer an upgrade to the client endpoint; hand anything else to uvicorn."""
-        start = b"GET " + self._node.settings.websocket.handler_prefix.encode()
-        if not (head[: len(start)] == start and head[len(start) : len(start) + 1] in (b" ", b"?")):
-            if len(head) <= len(start) and start.startswith(head):
+        """Answer an upgrade to the client endpoint (or uni_websocket's, when enabled); hand
+        anything else to uvicorn."""
+        settings = self._node.settings
+        starts = [b"GET " + settings.websocket.handler_prefix.encode()]
+        if settings.uni_websocket.enabled:
+            starts.append(b"GET " + settings.uni_websocket.handler_prefix.encode())
+        for uni, start in enumerate(starts):
+            if head[: len(start)] == start and head[len(start) : len(start) + 1] in (b" ", b"?"):
+                self._uni = _UNI_WAITING if uni else 0
+                break
+        else:
+            if any(len(head) <= len(start) and start.startswith(head) for start in starts):
                 self._head = head  # too short to tell yet
             else:
                 self._hand_over(head)
@@ -298,7 +327,7 @@ class ClientConnection(asyncio.Protocol):
             self._hand_over(head)
             return
         node = self._node
-        hook = node.connect_hook
+        hook = node.upgrade_hook
         if "upgrade" not in request.headers:
             # a plain GET of the endpoint's URL; or an app whose on_connect runs only in its
             # route (until the Hub sets ``connect_hook``)
@@ -318,9 +347,21 @@ class ClientConnection(asyncio.Protocol):
             return
         self._admitted = ip
         offered = offered_subprotocols(request)
-        encoding, subprotocol = negotiate(offered, request.target.partition("?")[2])
-        if hook is None:  # the handshake's scope only if proxies may forward its headers
-            scope = self._scope(request, offered) if node.proxy_hooks is not None else None
+        query = request.target.partition("?")[2]
+        encoding, subprotocol = negotiate(offered, query)
+        if self._uni:  # JSON only, as in Centrifugo
+            subprotocol = subprotocol if subprotocol == JSON.subprotocol else None
+            try:  # a connect request in the URL (Centrifugo's cf_connect) is the first message
+                frame = unidirectional.query_connect_frame(query)
+            except Disconnect:
+                self._refuse(HandshakeError(400, "invalid connect request"))
+                return
+            if frame is not None:
+                self._uni = _UNI_DONE
+                self._inbox = [frame]  # handled once the session exists (_accept)
+        if hook is None:  # the handshake's scope if proxies may forward its headers, or the hook awaits
+            wanted = node.proxy_hooks is not None or node.connect_hook is not None
+            scope = self._scope(request, offered) if wanted else None
             self._accept(key, subprotocol, encoding, None, scope)
             return
         self._pause(_HOOK)
@@ -361,9 +402,17 @@ class ClientConnection(asyncio.Protocol):
         self._transport.write(accept_response(key, subprotocol))
         self._state = _OPEN
         self._connections.add(self)
-        self._parser = FrameParser(self._node.settings.websocket.message_size_limit)
-        self._session = Session(self._node, self, credentials, scope, encoding=encoding)
-        self._session.start()
+        settings = self._node.settings
+        if self._uni:
+            self._parser = FrameParser(settings.uni_websocket.message_size_limit)
+            self._session = unidirectional.websocket_session(self._node, self, credentials, scope)
+            self._frame_ping_in(settings.client.ping_interval or FRAME_PING_INTERVAL)
+            if self._inbox:  # the connect request came in the URL
+                self._task = asyncio.get_running_loop().create_task(self._handle_inbox(self._session))
+        else:
+            self._parser = FrameParser(settings.websocket.message_size_limit)
+            self._session = Session(self._node, self, credentials, scope, encoding=encoding)
+            self._session.start()
         rest, self._head = self._head, b""
         self._resume(_HOOK)
         if rest:
@@ -435,6 +484,10 @@ class ClientConnection(asyncio.Protocol):
         if opcode == OP_TEXT or opcode == OP_BINARY:
             if session.closing or self._state is not _OPEN:
                 return
+            if self._uni:  # its first message is its connect request; the rest is not read
+                if self._uni == _UNI_DONE:
+                    return
+                self._uni = _UNI_DONE
             if (opcode == OP_BINARY) is not session.encoding.binary:  # JSON is text, Protobuf binary
                 session.disconnect(disconnect_inappropriate_protocol())
                 return
@@ -464,7 +517,31 @@ class ClientConnection(asyncio.Protocol):
                 self._transport.write(encode_close(code))
             session.outbox.abort()
             self._transport.close()
-        # OP_PONG: nothing to do (the protocol's own pings are messages, not control frames)
+        elif self._uni:  # OP_PONG: the peer is there; its next ping in ping_interval
+            self._frame_ping_in(self._node.settings.client.ping_interval or FRAME_PING_INTERVAL)
+        # a bidirectional client's OP_PONG: nothing to do (its protocol pings are messages)
+
+    # -- uni_websocket's frame pings
+
+    def _frame_ping_in(self, delay: float) -> None:
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+        self._ping_timer = asyncio.get_running_loop().call_later(delay, self._frame_ping)
+
+    def _frame_ping(self) -> None:
+        """A WebSocket ping to a uni_websocket client, which answers no protocol ping: no
+        pong within ``client.pong_timeout`` closes it with 3012, as Centrifugo does."""
+        self._ping_timer = None
+        if self._state is not _OPEN or self._session is None:
+            return
+        self._transport.write(_PING_FRAME)
+        timeout = self._node.settings.client.pong_timeout or FRAME_PONG_TIMEOUT
+        self._ping_timer = asyncio.get_running_loop().call_later(timeout, self._no_frame_pong)
+
+    def _no_frame_pong(self) -> None:
+        self._ping_timer = None
+        if self._session is not None and self._state is _OPEN:
+            self._session.disconnect(disconnect_no_pong())
 
     async def _handle_inbox(self, session: Session) -> None:
         """Handle the received frames in order, one at a time; ends when none is left."""
@@ -490,6 +567,12 @@ class ClientConnection(asyncio.Protocol):
     def write(self, frame: str | bytes) -> bool:
         if self._state is _OPEN:
             self._transport.write(_text_frame(frame) if isinstance(frame, str) else _binary_frame(frame))
+        return not self._paused & _BLOCKED
+
+    def write_raw(self, data: bytes) -> bool:
+        """Write WebSocket frames made already (uni_websocket's: one per message)."""
+        if self._state is _OPEN:
+            self._transport.write(data)
         return not self._paused & _BLOCKED
 
     async def drained(self) -> None:
