@@ -262,12 +262,16 @@ class RedisShard:
         self._deadline = config.connect_timeout + config.io_timeout
         # A command waits for a free connection (within its deadline) when all POOL_SIZE are
         # busy: a burst of subscribes (a reconnect storm) is queued, not failed with error 100.
-        self.pool = BlockingConnectionPool.from_url(
-            url, max_connections=POOL_SIZE, timeout=self._deadline, **common
-        )
-        self.client: Redis | RedisCluster = (
-            RedisCluster.from_url(url, **common) if config.cluster else Redis(connection_pool=self.pool)
-        )
+        # (A cluster client keeps a pool per node of its own: no shared pool then.)
+        self.pool: BlockingConnectionPool | None = None
+        self.client: Redis | RedisCluster
+        if config.cluster:
+            self.client = RedisCluster.from_url(url, **common)
+        else:
+            self.pool = BlockingConnectionPool.from_url(
+                url, max_connections=POOL_SIZE, timeout=self._deadline, **common
+            )
+            self.client = Redis(connection_pool=self.pool)
         self._io_timeout = config.io_timeout
 
     async def call(self, *args: Any) -> Any:
@@ -311,7 +315,8 @@ class RedisShard:
 
     async def close(self) -> None:
         await self.client.aclose()
-        await self.pool.disconnect()
+        if self.pool is not None:
+            await self.pool.disconnect()
 
 
 class RedisBroker:
@@ -377,9 +382,11 @@ class RedisBroker:
     async def close(self) -> None:
         self._handler = None
         if self._sweeper is not None:
+            # redis-py's cluster client may swallow a cancellation that lands inside one of
+            # its commands (it retries): the sweep also stops at its next turn, and close
+            # does not wait for it longer than one command may take
             self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await asyncio.wait({self._sweeper}, timeout=self.config.connect_timeout + self.config.io_timeout)
             self._sweeper = None
         if self._control_task is not None:
             self._control_task.cancel()
@@ -563,7 +570,7 @@ class RedisBroker:
         return removed
 
     async def _sweep_maps(self) -> None:
-        while True:
+        while self._handler is not None:
             await asyncio.sleep(MAP_SWEEP_INTERVAL)
             try:
                 await self.map_expire()
