@@ -266,7 +266,7 @@ class Node:
         subs = self._hub.get(channel)
         if not subs:
             return
-        fan_out(channel, subs.items(), pub, sp.epoch, prev)
+        self.flusher.fan_out(lambda: fan_out(channel, subs.items(), pub, sp.epoch, prev))
         self.deliveries += len(subs)
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:

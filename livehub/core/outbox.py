@@ -62,15 +62,44 @@ class Flusher:
     the next one back for as long as it took (from 1 ms, at most ``max_hold``): messages arriving
     meanwhile then share frames, so the cost per delivery falls as the load rises instead
     of every publication paying a full round of writes. Without such load, nothing waits.
+
+    Batching only pays under load, and it costs latency: the first subscriber would wait for
+    every other one's message to be queued. So a publication's fan-out (:meth:`fan_out`)
+    writes straight to each socket (:attr:`direct`) when the node has been idle since its last
+    burst of writes for at least as long as that burst took (under half of its time busy
+    writing); otherwise it queues, and the flush batches. A connection with anything queued
+    or a socket pushing back always queues, so its messages keep their order.
     """
 
-    __slots__ = ("_delay", "_max_hold", "_due", "_not_before")
+    __slots__ = ("_delay", "_max_hold", "_due", "_not_before", "direct", "_idle_at")
 
     def __init__(self, delay: float = 0.0, max_hold: float = 0.02) -> None:
         self._delay = delay
         self._max_hold = max_hold
         self._due: list[Outbox] = []
         self._not_before = 0.0
+        #: True while a fan-out writes straight to the sockets (see above).
+        self.direct = False
+        #: When (``time.perf_counter``) the node counts as idle again after its last burst.
+        self._idle_at = 0.0
+
+    def fan_out(self, deliver: Callable[[], None]) -> None:
+        """Run ``deliver`` (one publication's puts to its subscribers), writing them straight
+        to the sockets when the node is idle enough (class docstring), else queued."""
+        if self._delay > 0:  # client.write_delay: always batch
+            deliver()
+            return
+        start = time.perf_counter()
+        if start < self._idle_at:
+            deliver()
+            return
+        self.direct = True
+        try:
+            deliver()
+        finally:
+            self.direct = False
+            end = time.perf_counter()
+            self._idle_at = end + (end - start)
 
     def add(self, outbox: Outbox) -> None:
         if not self._due:
@@ -87,7 +116,9 @@ class Flusher:
         due, self._due = self._due, []
         for outbox in due:
             outbox.flush()
-        took = time.perf_counter() - start
+        end = time.perf_counter()
+        took = end - start
+        self._idle_at = max(self._idle_at, end + took)
         # under a millisecond, the timer's resolution, a hold would only add latency
         self._not_before = loop.time() + min(took, self._max_hold) if took >= 0.001 else 0.0
 
@@ -160,7 +191,20 @@ class Outbox:
         if self._size > self.peak:
             self.peak = self._size
         if not self._due and self._task is None:
+            if self._flusher.direct and len(self._queue) == 1 and not self._latest:
+                self._write_now()
+                return
             self._schedule()
+
+    def _write_now(self) -> None:
+        """The one queued message, to the socket at once (a fan-out on an idle node)."""
+        message = self._queue.pop()
+        self._size -= len(message)
+        try:
+            if not self._transport.write(message):
+                self._task = asyncio.get_running_loop().create_task(self._drain())
+        except Exception as exc:
+            self._failed(exc)
 
     def conflating(self) -> None:
         """The connection subscribed to a conflating channel: keep its socket's buffers
