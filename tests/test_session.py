@@ -1077,6 +1077,36 @@ async def test_a_long_flush_holds_the_next_one_so_messages_share_frames() -> Non
     assert transport.frames == ["a", "b\nc", "d"]
 
 
+async def test_an_idle_node_writes_a_fan_out_at_once_a_busy_one_batches() -> None:
+    """A publication's fan-out on an idle node goes to each socket as it is put (no waiting
+    for the others' queueing); right after a burst as long as the gap since, it is queued and
+    the flush batches; a connection with something queued always queues (order kept)."""
+
+    class SlowTransport(FakeTransport):
+        def write(self, frame: str) -> bool:
+            time.sleep(0.02)  # a long burst of writes
+            return super().write(frame)
+
+    flusher = Flusher()
+    fast, slow = FakeTransport(), SlowTransport()
+    a, b = Outbox(fast, 1 << 20, 64, flusher), Outbox(slow, 1 << 20, 64, flusher)
+
+    def deliver(message: str) -> None:
+        a.put(message)
+        assert fast.frames[-1:] == [message]  # written at once, before the next put
+        b.put(message)
+
+    flusher.fan_out(lambda: deliver("1"))  # idle: direct; the burst took 20 ms
+    assert fast.frames == ["1"] and slow.frames == ["1"]
+    flusher.fan_out(lambda: (a.put("2"), b.put("2")))  # within 20 ms of it: queued
+    flusher.fan_out(lambda: (a.put("3"), b.put("3")))
+    assert fast.frames == ["1"]
+    await eventually(lambda: fast.frames == ["1", "2\n3"] and slow.frames == ["1", "2\n3"])
+    a.put("4")  # not a fan-out: queued for the flush as ever
+    assert fast.frames == ["1", "2\n3"]
+    await eventually(lambda: fast.frames == ["1", "2\n3", "4"])
+
+
 # -- the session's state and its tasks
 
 
