@@ -340,6 +340,7 @@ class RedisBroker:
                     )
                 )
             else:
+                assert shard.pool is not None  # a single server's shard has its pool
                 self.pubsubs.append(
                     PubSubConnection(
                         shard.pool,
