@@ -197,11 +197,10 @@ class Outbox:
             self._schedule()
 
     def _write_now(self) -> None:
-        """The one queued message, to the socket at once (a fan-out on an idle node)."""
-        message = self._queue.pop()
-        self._size -= len(message)
+        """The one queued message, to the socket at once (a fan-out on an idle node), framed
+        as the flush frames it (``join``)."""
         try:
-            if not self._transport.write(message):
+            if not self._transport.write(self._take()):
                 self._task = asyncio.get_running_loop().create_task(self._drain())
         except Exception as exc:
             self._failed(exc)
