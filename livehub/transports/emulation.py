@@ -124,6 +124,27 @@ async def _stream(
         node.gate.release(ip)
 
 
+async def _posted(
+    node: Node, scope: dict[str, Any], receive: Receive, send: Send, limit: int
+) -> tuple[Headers, list[tuple[bytes, bytes]], bytes] | None:
+    """A POST endpoint's request: its headers, the CORS headers its answers carry, and its
+    body; None when it was answered already (preflight, 405, 413 past ``limit``)."""
+    headers = Headers(scope=scope)
+    cors = _cors(node, headers)
+    method = scope["method"]
+    if method == "OPTIONS":
+        await _preflight(send, cors, b"POST, OPTIONS")
+        return None
+    if method != "POST":
+        await respond(send, 405, "method not allowed", cors)
+        return None
+    body = await read_body(receive, limit)
+    if body is None:
+        await respond(send, 413, "request body too large", cors)
+        return None
+    return headers, cors, body
+
+
 class HttpStreamEndpoint:
     """``POST /connection/http_stream`` as a raw ASGI app."""
 
@@ -132,19 +153,10 @@ class HttpStreamEndpoint:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         node = self.node
-        headers = Headers(scope=scope)
-        cors = _cors(node, headers)
-        method = scope["method"]
-        if method == "OPTIONS":
-            await _preflight(send, cors, b"POST, OPTIONS")
+        posted = await _posted(node, scope, receive, send, node.settings.http_stream.max_request_body_size)
+        if posted is None:
             return
-        if method != "POST":
-            await respond(send, 405, "method not allowed", cors)
-            return
-        body = await read_body(receive, node.settings.http_stream.max_request_body_size)
-        if body is None:
-            await respond(send, 413, "request body too large", cors)
-            return
+        headers, cors, body = posted
         if not body.strip():
             await respond(send, 400, "no connect command", cors)
             return
@@ -243,19 +255,10 @@ class EmulationEndpoint:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         node = self.node
-        headers = Headers(scope=scope)
-        cors = _cors(node, headers)
-        method = scope["method"]
-        if method == "OPTIONS":
-            await _preflight(send, cors, b"POST, OPTIONS")
+        posted = await _posted(node, scope, receive, send, node.settings.emulation.max_request_body_size)
+        if posted is None:
             return
-        if method != "POST":
-            await respond(send, 405, "method not allowed", cors)
-            return
-        body = await read_body(receive, node.settings.emulation.max_request_body_size)
-        if body is None:
-            await respond(send, 413, "request body too large", cors)
-            return
+        headers, cors, body = posted
         request = decode_request(body, headers.get("content-type") == PROTOBUF_TYPE)
         if request is None or not request[0] or not request[1] or not request[2]:
             await respond(send, 400, "malformed emulation request", cors)
